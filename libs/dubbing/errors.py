@@ -1,0 +1,93 @@
+"""Error vocabulary shared by the gateway, the worker and the client (AIP-193).
+
+Every error the service reports, whether as an RPC error or as a failed job's
+``error``, is a ``google.rpc.Status`` carrying exactly one ``ErrorInfo`` whose
+``domain`` is :data:`DOMAIN` and whose ``reason`` is one of :class:`Reason`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+
+from google.protobuf import any_pb2
+import google.rpc.code_pb2 as code_pb2
+import google.rpc.error_details_pb2 as error_details_pb2
+import google.rpc.status_pb2 as status_pb2
+
+DOMAIN = "dubbing.v1"
+
+
+class Reason(enum.StrEnum):
+    # Request validation (INVALID_ARGUMENT)
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    REQUEST_ID_REUSED = "REQUEST_ID_REUSED"
+    INVALID_PAGE_TOKEN = "INVALID_PAGE_TOKEN"
+    # Lookups (NOT_FOUND)
+    JOB_NOT_FOUND = "JOB_NOT_FOUND"
+    RESULT_NOT_FOUND = "RESULT_NOT_FOUND"
+    # State (FAILED_PRECONDITION)
+    JOB_ALREADY_FINISHED = "JOB_ALREADY_FINISHED"
+    JOB_NOT_SUCCEEDED = "JOB_NOT_SUCCEEDED"
+    PROVIDER_UNAVAILABLE = "PROVIDER_UNAVAILABLE"
+    LANGUAGE_UNAVAILABLE = "LANGUAGE_UNAVAILABLE"
+    MEDIA_DUBBING_UNAVAILABLE = "MEDIA_DUBBING_UNAVAILABLE"
+    # Execution failures reported on a job
+    LANGUAGE_NOT_SUPPORTED = "LANGUAGE_NOT_SUPPORTED"
+    EMPTY_TEXT = "EMPTY_TEXT"
+    PROVIDER_ERROR = "PROVIDER_ERROR"
+    MAX_DELIVERIES_EXCEEDED = "MAX_DELIVERIES_EXCEEDED"
+    INVALID_JOB_MESSAGE = "INVALID_JOB_MESSAGE"
+    ENCODING_FAILED = "ENCODING_FAILED"
+    INTERNAL = "INTERNAL"
+    # Infrastructure (UNAVAILABLE)
+    DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
+
+
+def code_value(name: str) -> int:
+    """google.rpc.Code number for a code name such as ``"INVALID_ARGUMENT"``."""
+    return int(code_pb2.Code.Value(name))
+
+
+def status(
+    code: int,
+    reason: str,
+    message: str,
+    *,
+    metadata: Mapping[str, str] | None = None,
+    field_violations: Iterable[tuple[str, str]] = (),
+) -> status_pb2.Status:
+    """A Status with one ErrorInfo and, if given, a BadRequest of (field, description)."""
+    details = []
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=dict(metadata or {}))
+    packed = any_pb2.Any()
+    packed.Pack(info)
+    details.append(packed)
+    violations = [
+        error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
+        for f, d in field_violations
+    ]
+    if violations:
+        bad = any_pb2.Any()
+        bad.Pack(error_details_pb2.BadRequest(field_violations=violations))
+        details.append(bad)
+    return status_pb2.Status(code=code, message=message, details=details)
+
+
+def error_info(st: status_pb2.Status) -> error_details_pb2.ErrorInfo | None:
+    for detail in st.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info
+    return None
+
+
+def field_violations(st: status_pb2.Status) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for detail in st.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            out.extend((v.field, v.description) for v in bad.field_violations)
+    return out

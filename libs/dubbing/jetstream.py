@@ -1,0 +1,163 @@
+"""Connecting to NATS and declaring the JetStream topology both services rely on.
+
+Either service may start first, so both declare everything idempotently. The
+names and subjects come from :mod:`dubbing.bus`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import (
+    KeyValueConfig,
+    ObjectStoreConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+
+from dubbing import bus
+from dubbing.logging import get_logger
+
+log = get_logger(__name__)
+
+# How long a worker advert lives in the KV bucket without being refreshed.
+WORKER_ADVERT_TTL_SECONDS = 15.0
+EVENTS_MAX_AGE_SECONDS = 7 * 24 * 3600.0
+CANCELLED_TTL_SECONDS = 7 * 24 * 3600.0
+DUPLICATE_WINDOW_SECONDS = 120.0
+
+
+class BusUnavailable(Exception):
+    """NATS could not be reached at start-up."""
+
+
+async def connect(url: str, *, name: str, connect_timeout: float) -> NATS:
+    """Connect, retrying until `connect_timeout`; afterwards nats-py reconnects forever.
+
+    The first connection is the one place we give up: a service that cannot reach
+    its bus at start-up should say so and exit rather than sit there silently.
+    """
+
+    async def on_disconnected() -> None:
+        log.warning("nats_disconnected")
+
+    async def on_reconnected() -> None:
+        log.info("nats_reconnected")
+
+    async def on_error(exc: Exception) -> None:
+        log.debug("nats_error", error=str(exc))
+
+    servers = [s.strip() for s in url.split(",") if s.strip()]
+    deadline = time.monotonic() + connect_timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            return await nats.connect(
+                servers=servers,
+                name=name,
+                connect_timeout=min(2.0, max(0.1, deadline - time.monotonic())),
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                disconnected_cb=on_disconnected,
+                reconnected_cb=on_reconnected,
+                error_cb=on_error,
+            )
+        except Exception as exc:  # nats-py raises several unrelated types here
+            last = exc
+            await asyncio.sleep(0.2)
+    raise BusUnavailable(
+        f"cannot reach NATS at {url} within {connect_timeout:g}s ({last!r}); "
+        "is nats-server running with JetStream enabled (-js)?"
+    )
+
+
+async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    try:
+        await js.add_stream(config)
+    except BadRequestError:
+        # Exists with another configuration (e.g. an older version): converge it.
+        await js.update_stream(config)
+
+
+async def ensure_topology(js: JetStreamContext, *, replicas: int = 1) -> None:
+    await _ensure_stream(
+        js,
+        StreamConfig(
+            name=bus.JOBS_STREAM,
+            subjects=[f"{bus.JOBS_SUBJECT_PREFIX}.>"],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            num_replicas=replicas,
+            duplicate_window=DUPLICATE_WINDOW_SECONDS,
+        ),
+    )
+    await _ensure_stream(
+        js,
+        StreamConfig(
+            name=bus.EVENTS_STREAM,
+            subjects=[f"{bus.EVENTS_SUBJECT_PREFIX}.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            num_replicas=replicas,
+            max_age=EVENTS_MAX_AGE_SECONDS,
+            duplicate_window=DUPLICATE_WINDOW_SECONDS,
+        ),
+    )
+    await workers_kv(js, replicas=replicas)
+    await cancelled_kv(js, replicas=replicas)
+    await results_store(js, replicas=replicas)
+
+
+async def _kv(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
+    try:
+        return await js.key_value(config.bucket)
+    except (NotFoundError, BadRequestError):
+        return await js.create_key_value(config)
+
+
+async def workers_kv(js: JetStreamContext, *, replicas: int = 1) -> KeyValue:
+    return await _kv(
+        js,
+        KeyValueConfig(
+            bucket=bus.WORKERS_BUCKET,
+            ttl=WORKER_ADVERT_TTL_SECONDS,
+            storage=StorageType.MEMORY,
+            replicas=replicas,
+        ),
+    )
+
+
+async def cancelled_kv(js: JetStreamContext, *, replicas: int = 1) -> KeyValue:
+    return await _kv(
+        js,
+        KeyValueConfig(
+            bucket=bus.CANCELLED_BUCKET,
+            ttl=CANCELLED_TTL_SECONDS,
+            storage=StorageType.FILE,
+            replicas=replicas,
+        ),
+    )
+
+
+async def results_store(js: JetStreamContext, *, replicas: int = 1) -> ObjectStore:
+    try:
+        return await js.object_store(bus.RESULTS_BUCKET)
+    except (NotFoundError, BadRequestError):
+        return await js.create_object_store(
+            bus.RESULTS_BUCKET,
+            config=ObjectStoreConfig(storage=StorageType.FILE, replicas=replicas),
+        )
+
+
+def jetstream(nc: NATS, **kwargs: Any) -> JetStreamContext:
+    return nc.jetstream(**kwargs)

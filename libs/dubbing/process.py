@@ -1,0 +1,46 @@
+"""Running a service's asyncio main until SIGINT/SIGTERM, shared by gateway and worker."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+from dubbing.jetstream import BusUnavailable
+from dubbing.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class StartupError(Exception):
+    """A dependency (NATS, the database) is unreachable or misconfigured at start-up."""
+
+
+def serve(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run `main(stop)`; the first SIGINT/SIGTERM sets `stop`, a second one exits at once.
+
+    Start-up errors are reported as one clear line and exit code 2, not a traceback.
+    """
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def on_signal(signum: int) -> None:
+            if stop.is_set():
+                log.warning("forced_exit", signal=signal.Signals(signum).name)
+                sys.exit(1)
+            log.info("signal_received", signal=signal.Signals(signum).name)
+            stop.set()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal, signum)
+        await main(stop)
+
+    try:
+        asyncio.run(runner())
+    except (BusUnavailable, StartupError) as exc:
+        log.error("startup_failed", error=str(exc))
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

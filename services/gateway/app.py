@@ -1,0 +1,123 @@
+"""Assembling and running the gateway: store, bus, background loops and the gRPC server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from dubbing import jetstream
+from dubbing.logging import get_logger
+from dubbing.process import StartupError
+from dubbing.settings import GatewaySettings
+from dubbing.v1 import dubbing_pb2 as pb
+from dubbing.v1 import dubbing_pb2_grpc as pb_grpc
+from gateway import pagination
+from gateway.events import EventApplier
+from gateway.outbox import OutboxRelay
+from gateway.registry import WorkerRegistry
+from gateway.servicer import DubbingServicer
+from gateway.store import StoreUnavailable, open_store
+from gateway.validation import Limits
+from gateway.watch import WatchHub
+
+log = get_logger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DubbingService"].full_name
+
+
+async def run_gateway(settings: GatewaySettings, stop: asyncio.Event) -> None:
+    """Serve until `stop` is set, then shut down within ``settings.grace_seconds``."""
+    try:
+        store = await open_store(settings.database_url, connect_timeout=settings.connect_timeout_seconds)
+    except StoreUnavailable as exc:
+        raise StartupError(str(exc)) from exc
+    try:
+        nc = await jetstream.connect(
+            settings.nats_url, name="dubbing-gateway", connect_timeout=settings.connect_timeout_seconds
+        )
+    except BaseException:
+        await store.close()
+        raise
+    js = nc.jetstream()
+    await jetstream.ensure_topology(js, replicas=settings.stream_replicas)
+    hub = WatchHub()
+    await hub.start(nc)
+    registry = WorkerRegistry(nc, await jetstream.workers_kv(js))
+    relay = OutboxRelay(store, js)
+    applier = EventApplier(store, nc, js, hub)
+
+    servicer = DubbingServicer(
+        store=store,
+        relay=relay,
+        hub=hub,
+        registry=registry,
+        nc=nc,
+        cancelled=await jetstream.cancelled_kv(js),
+        results=await jetstream.results_store(js),
+        limits=Limits(max_segments=settings.max_segments, max_characters=settings.max_characters),
+        page_tokens=pagination.PageTokenCodec(
+            hashlib.sha256(settings.page_token_secret.encode()).digest()
+        ),
+        watch_poll_seconds=settings.watch_poll_seconds,
+    )
+    server = grpc.aio.server(
+        options=[
+            # Long-lived HTTP/2 clients reconnect now and then, so load spreads
+            # over gateway replicas behind a Kubernetes Service.
+            ("grpc.max_connection_age_ms", 30 * 60 * 1000),
+            ("grpc.max_connection_age_grace_ms", 60 * 1000),
+        ]
+    )
+    pb_grpc.add_DubbingServiceServicer_to_server(servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    try:
+        port = server.add_insecure_port(settings.listen)
+    except RuntimeError as exc:
+        raise StartupError(f"cannot listen on {settings.listen}: {exc}") from exc
+    if port == 0:
+        raise StartupError(f"cannot listen on {settings.listen}")
+
+    tasks = [
+        asyncio.create_task(relay.run(), name="outbox-relay"),
+        asyncio.create_task(applier.run(), name="event-applier"),
+        asyncio.create_task(registry.run(), name="worker-registry"),
+    ]
+    await server.start()
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    host = settings.listen.rsplit(":", 1)[0]
+    log.info("gateway_ready", listen=f"{host}:{port}", port=port, database=_redact(settings.database_url))
+
+    await stop.wait()
+    log.info("gateway_stopping")
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(settings.grace_seconds)
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await hub.stop()
+    with contextlib.suppress(Exception):
+        await nc.drain()
+    await store.close()
+    log.info("gateway_stopped")
+
+
+def _redact(url: str) -> str:
+    """The database URL without its password, for logs."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"

@@ -1,0 +1,83 @@
+"""The outbox relay: publishes committed jobs to the work queue.
+
+SubmitDub commits the job and its outbox row in one transaction and only then
+pokes the relay, so a crash between commit and publish loses nothing: the row
+is still pending at the next start. ``Nats-Msg-Id`` (the job id) makes a
+repeated publish within the stream's duplicate window harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from dubbing.logging import get_logger
+from nats.js import JetStreamContext
+
+from gateway.store import JobStore, OutboxRow
+
+log = get_logger(__name__)
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        store: JobStore,
+        js: JetStreamContext,
+        *,
+        batch_size: int = 256,
+        idle_seconds: float = 1.0,
+        publish_timeout: float = 5.0,
+    ) -> None:
+        self._store = store
+        self._js = js
+        self._batch_size = batch_size
+        self._idle_seconds = idle_seconds
+        self._publish_timeout = publish_timeout
+        self._wake = asyncio.Event()
+
+    def poke(self) -> None:
+        """Something was committed: publish now rather than at the next idle tick."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        backoff = 0.1
+        while True:
+            self._wake.clear()
+            try:
+                rows = await self._store.pending_outbox(self._batch_size)
+                sent = await self._publish(rows)
+                if sent:
+                    await self._store.mark_published(sent, time.time())
+                if len(sent) < len(rows):
+                    raise ConnectionError(f"published {len(sent)} of {len(rows)} jobs")
+                backoff = 0.1
+                if len(rows) == self._batch_size:
+                    continue  # more may be waiting
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # NATS or the database is away; everything stays in the outbox.
+                log.warning("outbox_relay_retrying", error=str(exc), backoff=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._idle_seconds)
+
+    async def _publish(self, rows: list[OutboxRow]) -> list[int]:
+        """Publish concurrently (pipelined acks); return the ids that JetStream stored."""
+
+        async def one(row: OutboxRow) -> int | None:
+            try:
+                await self._js.publish(
+                    row.subject, row.payload, headers=row.headers, timeout=self._publish_timeout
+                )
+            except Exception as exc:
+                log.debug("outbox_publish_failed", job_id=row.job_id, error=repr(exc))
+                return None
+            return row.id
+
+        results = await asyncio.gather(*(one(r) for r in rows))
+        return [r for r in results if r is not None]

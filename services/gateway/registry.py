@@ -1,0 +1,83 @@
+"""Which providers and languages live workers can serve, from their KV adverts.
+
+Polling the bucket (rather than a KV watch) keeps this correct across NATS
+reconnects with no extra state. An advert counts while it was seen within the
+advert TTL; while NATS is unreachable the last known adverts stand, so jobs
+accepted during an outage are not refused for lack of fresh adverts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from dubbing import bus
+from dubbing.jetstream import WORKER_ADVERT_TTL_SECONDS
+from dubbing.logging import get_logger
+from nats.aio.client import Client as NATS
+from nats.js.errors import NoKeysError
+from nats.js.kv import KeyValue
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    advert: bus.WorkerAdvert
+    revision: int
+    at: float  # monotonic time the revision was first seen
+
+
+class WorkerRegistry:
+    def __init__(self, nc: NATS, kv: KeyValue, *, poll_seconds: float = 2.0) -> None:
+        self._nc = nc
+        self._kv = kv
+        self._poll_seconds = poll_seconds
+        self._seen: dict[str, _Seen] = {}
+        self._lock = asyncio.Lock()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except Exception as exc:
+                log.debug("registry_refresh_failed", error=repr(exc))
+            await asyncio.sleep(self._poll_seconds)
+
+    async def refresh(self) -> None:
+        async with self._lock:
+            try:
+                keys = await self._kv.keys()
+            except NoKeysError:
+                keys = []
+            now = time.monotonic()
+            seen: dict[str, _Seen] = {}
+            for key in keys:
+                entry = await self._kv.get(key)
+                if entry.value is None:
+                    continue
+                revision = entry.revision or 0
+                previous = self._seen.get(key)
+                if previous is not None and previous.revision == revision:
+                    seen[key] = previous
+                else:
+                    seen[key] = _Seen(bus.WorkerAdvert.decode(entry.value), revision, now)
+            self._seen = seen
+
+    def live(self) -> list[bus.WorkerAdvert]:
+        if not self._nc.is_connected:
+            return [s.advert for s in self._seen.values()]
+        horizon = time.monotonic() - WORKER_ADVERT_TTL_SECONDS
+        return [s.advert for s in self._seen.values() if s.at >= horizon]
+
+    async def serving(self, provider: str) -> list[bus.WorkerAdvert]:
+        """Live adverts for `provider`, refreshing once before answering none."""
+        found = [a for a in self.live() if a.provider == provider]
+        if not found and self._nc.is_connected:
+            try:
+                await self.refresh()
+            except Exception as exc:
+                log.debug("registry_refresh_failed", error=repr(exc))
+            found = [a for a in self.live() if a.provider == provider]
+        return found

@@ -1,0 +1,437 @@
+"""The DubbingService RPCs: validation, admission and reads over the job store."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import structlog
+from dubbing import artifacts, bus, jobstate
+from dubbing.errors import Reason
+from dubbing.logging import get_logger
+from dubbing.v1 import dubbing_pb2 as pb
+from dubbing.v1 import dubbing_pb2_grpc as pb_grpc
+from nats.aio.client import Client as NATS
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+
+from gateway import ids, pagination, rpc_errors
+from gateway.outbox import OutboxRelay
+from gateway.registry import WorkerRegistry
+from gateway.store import Cursor, JobNotFound, JobStore, RequestIdReused, StoreUnavailable
+from gateway.validation import Limits, request_hash, validate_dub_request
+from gateway.watch import WatchHub
+
+log = get_logger(__name__)
+
+DEFAULT_PROVIDER = "local"
+DOWNLOAD_CHUNK_BYTES = 64 * 1024
+
+T = TypeVar("T")
+Handler = Callable[..., Awaitable[T]]
+
+
+def _unary(fn: Handler[T]) -> Handler[T]:
+    """Map infrastructure failures to rich UNAVAILABLE/INTERNAL errors, bind log context."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: DubbingServicer, request: Any, context: grpc.aio.ServicerContext) -> T:  # type: ignore[type-arg]
+        structlog.contextvars.bind_contextvars(rpc=fn.__name__)
+        try:
+            return await fn(self, request, context)
+        except StoreUnavailable as exc:
+            log.warning("database_unavailable", error=str(exc))
+            await rpc_errors.abort(
+                context, grpc.StatusCode.UNAVAILABLE, Reason.DATABASE_UNAVAILABLE, str(exc)
+            )
+        except (grpc.aio.AbortError, grpc.aio.BaseError):
+            raise
+        except Exception as exc:
+            log.exception("rpc_failed")
+            await rpc_errors.abort(
+                context, grpc.StatusCode.INTERNAL, Reason.INTERNAL, f"internal error: {exc!r}"
+            )
+        finally:
+            structlog.contextvars.unbind_contextvars("rpc", "job_id", "request_id")
+        raise AssertionError("unreachable")
+
+    return wrapper
+
+
+class DubbingServicer(pb_grpc.DubbingServiceServicer):
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        relay: OutboxRelay,
+        hub: WatchHub,
+        registry: WorkerRegistry,
+        nc: NATS,
+        cancelled: KeyValue,
+        results: ObjectStore,
+        limits: Limits,
+        page_tokens: pagination.PageTokenCodec,
+        watch_poll_seconds: float,
+    ) -> None:
+        self._store = store
+        self._relay = relay
+        self._hub = hub
+        self._registry = registry
+        self._nc = nc
+        self._cancelled = cancelled
+        self._results = results
+        self._limits = limits
+        self._page_tokens = page_tokens
+        self._watch_poll_seconds = watch_poll_seconds
+
+    # -- SubmitDub ---------------------------------------------------------------
+
+    @_unary
+    async def SubmitDub(
+        self,
+        request: pb.SubmitDubRequest,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    ) -> pb.SubmitDubResponse:
+        req = request.request
+        structlog.contextvars.bind_contextvars(request_id=req.request_id)
+        violations = validate_dub_request(req, self._limits)
+        if violations:
+            await rpc_errors.abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                Reason.INVALID_ARGUMENT,
+                f"invalid request: {violations[0][0]}: {violations[0][1]}",
+                field_violations=violations,
+            )
+        provider = req.provider or DEFAULT_PROVIDER
+        kind = bus.JobKind.MEDIA if req.WhichOneof("work") == "media" else bus.JobKind.TRANSCRIPT
+        await self._admit(context, provider, kind, req.target_language)
+
+        stored_request = pb.DubRequest()
+        stored_request.CopyFrom(req)
+        stored_request.provider = provider
+        job = jobstate.new_job(ids.new_job_id(), stored_request, time.time())
+        message = bus.JobMessage(
+            job_id=job.id, kind=kind, provider=provider, request=stored_request.SerializeToString()
+        )
+        try:
+            job, created = await self._store.submit(
+                job, request_hash=request_hash(req), message=message
+            )
+        except RequestIdReused as exc:
+            await rpc_errors.abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                Reason.REQUEST_ID_REUSED,
+                f"request_id {req.request_id!r} was used for job {exc.existing_job_id} "
+                "with different parameters",
+                metadata={"job_id": exc.existing_job_id},
+                field_violations=[("request.request_id", "already used with different parameters")],
+            )
+        structlog.contextvars.bind_contextvars(job_id=job.id)
+        if created:
+            self._relay.poke()
+            log.info("job_accepted", provider=provider, kind=kind.value)
+        return pb.SubmitDubResponse(job=job, created=created)
+
+    async def _admit(
+        self,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        provider: str,
+        kind: bus.JobKind,
+        language: str,
+    ) -> None:
+        """FAILED_PRECONDITION unless a live worker can run this kind/provider/language."""
+        adverts = await self._registry.serving(provider)
+        meta = {"provider": provider, "target_language": language}
+        if kind is bus.JobKind.MEDIA and not any(a.media_dubbing for a in adverts):
+            await rpc_errors.abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                Reason.MEDIA_DUBBING_UNAVAILABLE,
+                f"no live worker serves media dubbing with provider {provider!r}",
+                metadata=meta,
+            )
+        if not any(a.transcript_dubbing or a.media_dubbing for a in adverts):
+            await rpc_errors.abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                Reason.PROVIDER_UNAVAILABLE,
+                f"no live worker serves provider {provider!r}; see ListLanguages",
+                metadata=meta,
+            )
+        if not any(_speaks(a, language) for a in adverts):
+            await rpc_errors.abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                Reason.LANGUAGE_UNAVAILABLE,
+                f"provider {provider!r} has no live worker for language {language!r}; "
+                "see ListLanguages",
+                metadata=meta,
+            )
+
+    # -- reads -------------------------------------------------------------------
+
+    async def _load(self, context: grpc.aio.ServicerContext, job_id: str) -> pb.Job:  # type: ignore[type-arg]
+        if not job_id:
+            await rpc_errors.abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                Reason.INVALID_ARGUMENT,
+                "job_id is required",
+                field_violations=[("job_id", "must not be empty")],
+            )
+        structlog.contextvars.bind_contextvars(job_id=job_id)
+        job = await self._store.get(job_id)
+        if job is None:
+            await rpc_errors.abort(
+                context,
+                grpc.StatusCode.NOT_FOUND,
+                Reason.JOB_NOT_FOUND,
+                f"job {job_id!r} not found",
+                metadata={"job_id": job_id},
+            )
+        assert job is not None
+        return job
+
+    @_unary
+    async def GetJob(
+        self,
+        request: pb.GetJobRequest,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    ) -> pb.GetJobResponse:
+        return pb.GetJobResponse(job=await self._load(context, request.job_id))
+
+    @_unary
+    async def ListJobs(
+        self,
+        request: pb.ListJobsRequest,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    ) -> pb.ListJobsResponse:
+        try:
+            size = pagination.page_size(request.page_size)
+            states = sorted(set(request.states))
+            filter_key = ",".join(str(s) for s in states)
+            cursor = (
+                self._page_tokens.decode(request.page_token, filter_key)
+                if request.page_token
+                else None
+            )
+        except pagination.InvalidPageRequest as exc:
+            await rpc_errors.abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                Reason.INVALID_PAGE_TOKEN if exc.field == "page_token" else Reason.INVALID_ARGUMENT,
+                str(exc),
+                field_violations=[(exc.field, str(exc))],
+            )
+        jobs = await self._store.list_jobs(
+            states=states,
+            limit=size + 1,
+            after=_cursor(cursor) if cursor else None,
+        )
+        token = ""
+        if len(jobs) > size:
+            jobs = jobs[:size]
+            last = jobs[-1]
+            token = self._page_tokens.encode(
+                (last.create_time.ToNanoseconds(), last.id), filter_key
+            )
+        return pb.ListJobsResponse(jobs=jobs, next_page_token=token)
+
+    # -- CancelJob ---------------------------------------------------------------
+
+    @_unary
+    async def CancelJob(
+        self,
+        request: pb.CancelJobRequest,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    ) -> pb.CancelJobResponse:
+        await self._load(context, request.job_id)
+        try:
+            job = await self._store.cancel(request.job_id, time.time())
+        except JobNotFound:
+            await rpc_errors.abort(
+                context,
+                grpc.StatusCode.NOT_FOUND,
+                Reason.JOB_NOT_FOUND,
+                f"job {request.job_id!r} not found",
+                metadata={"job_id": request.job_id},
+            )
+        except jobstate.NotCancellable as exc:
+            state = pb.Job.State.Name(exc.job.state)
+            await rpc_errors.abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                Reason.JOB_ALREADY_FINISHED,
+                f"job {request.job_id} already ended as {state}",
+                metadata={"job_id": request.job_id, "state": state},
+            )
+        # Tell a worker running it to stop; the KV entry covers a worker that
+        # claims the job later or missed the message.
+        try:
+            await self._cancelled.put(job.id, b"1")
+            await self._nc.publish(bus.cancel_subject(job.id), b"")
+        except Exception as exc:
+            log.warning("cancel_broadcast_failed", error=repr(exc))
+        await self._hub.announce(job.id, job.sequence)
+        log.info("job_cancelled")
+        return pb.CancelJobResponse(job=job)
+
+    # -- WatchJob ----------------------------------------------------------------
+
+    async def WatchJob(
+        self,
+        request: pb.WatchJobRequest,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    ) -> AsyncIterator[pb.WatchJobResponse]:
+        structlog.contextvars.bind_contextvars(rpc="WatchJob")
+        if request.after_sequence < 0:
+            await rpc_errors.abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                Reason.INVALID_ARGUMENT,
+                "after_sequence must not be negative",
+                field_violations=[("after_sequence", "must not be negative")],
+            )
+        try:
+            job = await self._load(context, request.job_id)
+            with self._hub.listen(job.id) as changed:
+                last = request.after_sequence
+                if last == 0:
+                    yield pb.WatchJobResponse(job=job)
+                    last = job.sequence
+                    if jobstate.is_terminal(job):
+                        return
+                while True:
+                    changed.clear()
+                    versions = await self._store.history(job.id, last)
+                    for version in versions:
+                        yield pb.WatchJobResponse(job=version)
+                        last = version.sequence
+                        if jobstate.is_terminal(version):
+                            return
+                    if not versions:
+                        current = await self._store.get(job.id)
+                        if current is not None and jobstate.is_terminal(current):
+                            if current.sequence <= last:
+                                return
+                            continue
+                        try:
+                            await asyncio.wait_for(changed.wait(), self._watch_poll_seconds)
+                        except TimeoutError:
+                            pass
+        except StoreUnavailable as exc:
+            await rpc_errors.abort(
+                context, grpc.StatusCode.UNAVAILABLE, Reason.DATABASE_UNAVAILABLE, str(exc)
+            )
+
+    # -- ListLanguages -----------------------------------------------------------
+
+    @_unary
+    async def ListLanguages(
+        self,
+        request: pb.ListLanguagesRequest,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    ) -> pb.ListLanguagesResponse:
+        by_provider: dict[str, list[bus.WorkerAdvert]] = {}
+        for advert in self._registry.live():
+            if request.provider and advert.provider != request.provider:
+                continue
+            by_provider.setdefault(advert.provider, []).append(advert)
+        out = []
+        for provider, adverts in sorted(by_provider.items()):
+            languages: dict[str, tuple[str, set[str]]] = {}
+            for advert in adverts:
+                for lang in advert.languages:
+                    _, genders = languages.setdefault(lang.code, (lang.name, set()))
+                    genders.update(lang.genders)
+            out.append(
+                pb.ProviderSupport(
+                    provider=provider,
+                    transcript_dubbing=any(a.transcript_dubbing for a in adverts),
+                    media_dubbing=any(a.media_dubbing for a in adverts),
+                    languages=[
+                        pb.LanguageSupport(
+                            code=code,
+                            name=name,
+                            genders=sorted(
+                                _GENDER_BY_NAME[g] for g in genders if g in _GENDER_BY_NAME
+                            ),
+                        )
+                        for code, (name, genders) in sorted(languages.items())
+                    ],
+                    min_speed=min(a.min_speed for a in adverts),
+                    max_speed=max(a.max_speed for a in adverts),
+                    live_workers=len({a.worker_id for a in adverts}),
+                )
+            )
+        return pb.ListLanguagesResponse(providers=out)
+
+    # -- DownloadResult ----------------------------------------------------------
+
+    async def DownloadResult(
+        self,
+        request: pb.DownloadResultRequest,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    ) -> AsyncIterator[pb.DownloadResultResponse]:
+        structlog.contextvars.bind_contextvars(rpc="DownloadResult")
+        try:
+            job = await self._load(context, request.job_id)
+        except StoreUnavailable as exc:
+            await rpc_errors.abort(
+                context, grpc.StatusCode.UNAVAILABLE, Reason.DATABASE_UNAVAILABLE, str(exc)
+            )
+        if job.state != pb.Job.State.STATE_SUCCEEDED:
+            state = pb.Job.State.Name(job.state)
+            await rpc_errors.abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                Reason.JOB_NOT_SUCCEEDED,
+                f"job {job.id} is {state}; only a SUCCEEDED job has a result",
+                metadata={"job_id": job.id, "state": state},
+            )
+        first = True
+        try:
+            async for data in artifacts.stream(self._results, job.result.artifact):
+                for offset in range(0, len(data), DOWNLOAD_CHUNK_BYTES):
+                    chunk = data[offset : offset + DOWNLOAD_CHUNK_BYTES]
+                    if first:
+                        yield pb.DownloadResultResponse(result=job.result, chunk=chunk)
+                        first = False
+                    else:
+                        yield pb.DownloadResultResponse(chunk=chunk)
+        except Exception as exc:
+            if not first:
+                raise
+            log.warning("result_unavailable", error=repr(exc))
+            await rpc_errors.abort(
+                context,
+                grpc.StatusCode.NOT_FOUND,
+                Reason.RESULT_NOT_FOUND,
+                f"the result of job {job.id} is no longer stored",
+                metadata={"job_id": job.id},
+            )
+        if first:  # an empty artifact still answers with its metadata
+            yield pb.DownloadResultResponse(result=job.result)
+
+
+_GENDER_BY_NAME = {
+    "female": pb.GENDER_FEMALE,
+    "male": pb.GENDER_MALE,
+    "neutral": pb.GENDER_NEUTRAL,
+}
+
+
+def _speaks(advert: bus.WorkerAdvert, language: str) -> bool:
+    wanted = language.lower()
+    codes = {lang.code.lower() for lang in advert.languages}
+    return wanted in codes or wanted.split("-")[0] in codes
+
+
+def _cursor(value: tuple[int, str]) -> Cursor:
+    return Cursor(create_time_ns=value[0], job_id=value[1])
