@@ -266,7 +266,9 @@ class Stack:
             self.stop()
 
 
-app = typer.Typer(add_completion=False, help="Run the dubbing service locally as separate processes.")
+app = typer.Typer(
+    add_completion=False, help="Run the dubbing service locally as separate processes."
+)
 
 
 @app.command()

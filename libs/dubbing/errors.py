@@ -10,10 +10,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 
-from google.protobuf import any_pb2
 import google.rpc.code_pb2 as code_pb2
 import google.rpc.error_details_pb2 as error_details_pb2
 import google.rpc.status_pb2 as status_pb2
+from google.protobuf import any_pb2
 
 DOMAIN = "dubbing.v1"
 
@@ -31,6 +31,7 @@ class Reason(enum.StrEnum):
     JOB_NOT_SUCCEEDED = "JOB_NOT_SUCCEEDED"
     PROVIDER_UNAVAILABLE = "PROVIDER_UNAVAILABLE"
     LANGUAGE_UNAVAILABLE = "LANGUAGE_UNAVAILABLE"
+    GENDER_UNAVAILABLE = "GENDER_UNAVAILABLE"
     MEDIA_DUBBING_UNAVAILABLE = "MEDIA_DUBBING_UNAVAILABLE"
     # Execution failures reported on a job
     LANGUAGE_NOT_SUPPORTED = "LANGUAGE_NOT_SUPPORTED"
@@ -42,6 +43,7 @@ class Reason(enum.StrEnum):
     INTERNAL = "INTERNAL"
     # Infrastructure (UNAVAILABLE)
     DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
+    GATEWAY_SHUTTING_DOWN = "GATEWAY_SHUTTING_DOWN"
 
 
 def code_value(name: str) -> int:

@@ -15,7 +15,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DUBBING_", extra="ignore")
 
-    nats_url: str = Field("nats://127.0.0.1:4222", description="NATS server URL(s), comma separated")
+    nats_url: str = Field(
+        "nats://127.0.0.1:4222", description="NATS server URL(s), comma separated"
+    )
     # How long start-up waits for NATS (or the database) before failing with a clear error.
     connect_timeout_seconds: float = 10.0
     # JetStream replicas for the streams, buckets and object store (3 in production).

@@ -7,15 +7,16 @@ import contextlib
 import hashlib
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-
 from dubbing import jetstream
 from dubbing.logging import get_logger
 from dubbing.process import StartupError
 from dubbing.settings import GatewaySettings
 from dubbing.v1 import dubbing_pb2 as pb
 from dubbing.v1 import dubbing_pb2_grpc as pb_grpc
+from grpc_health.v1 import _async as health_aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
 from gateway import pagination
 from gateway.events import EventApplier
 from gateway.outbox import OutboxRelay
@@ -33,12 +34,16 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DubbingService"].full_name
 async def run_gateway(settings: GatewaySettings, stop: asyncio.Event) -> None:
     """Serve until `stop` is set, then shut down within ``settings.grace_seconds``."""
     try:
-        store = await open_store(settings.database_url, connect_timeout=settings.connect_timeout_seconds)
+        store = await open_store(
+            settings.database_url, connect_timeout=settings.connect_timeout_seconds
+        )
     except StoreUnavailable as exc:
         raise StartupError(str(exc)) from exc
     try:
         nc = await jetstream.connect(
-            settings.nats_url, name="dubbing-gateway", connect_timeout=settings.connect_timeout_seconds
+            settings.nats_url,
+            name="dubbing-gateway",
+            connect_timeout=settings.connect_timeout_seconds,
         )
     except BaseException:
         await store.close()
@@ -59,7 +64,7 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event) -> None:
         nc=nc,
         cancelled=await jetstream.cancelled_kv(js),
         results=await jetstream.results_store(js),
-        limits=Limits(max_segments=settings.max_segments, max_characters=settings.max_characters),
+        limits=Limits.from_settings(settings),
         page_tokens=pagination.PageTokenCodec(
             hashlib.sha256(settings.page_token_secret.encode()).digest()
         ),
@@ -74,7 +79,7 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event) -> None:
         ]
     )
     pb_grpc.add_DubbingServiceServicer_to_server(servicer, server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -95,11 +100,14 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event) -> None:
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     host = settings.listen.rsplit(":", 1)[0]
-    log.info("gateway_ready", listen=f"{host}:{port}", port=port, database=_redact(settings.database_url))
+    log.info(
+        "gateway_ready", listen=f"{host}:{port}", port=port, database=_redact(settings.database_url)
+    )
 
     await stop.wait()
     log.info("gateway_stopping")
     await health_servicer.enter_graceful_shutdown()
+    servicer.begin_shutdown()
     await server.stop(settings.grace_seconds)
     for task in tasks:
         task.cancel()

@@ -99,7 +99,9 @@ class PageTokenCodec:
         id_bytes = job_id.encode()
         if len(id_bytes) > MAX_CURSOR_ID_BYTES:
             raise ValueError(f"cursor id is longer than {MAX_CURSOR_ID_BYTES} bytes")
-        plain = _INT64.pack(sort_key) + id_bytes  # struct.error (ValueError) outside int64
+        if not -(2**63) <= sort_key < 2**63:
+            raise ValueError("cursor sort key does not fit in a signed 64-bit integer")
+        plain = _INT64.pack(sort_key) + id_bytes
         tag = self._tag(plain, filter_key)
         raw = bytes([_VERSION]) + tag + _xor(plain, self._keystream(tag, len(plain)))
         return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")

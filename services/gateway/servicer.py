@@ -23,7 +23,7 @@ from gateway import ids, pagination, rpc_errors
 from gateway.outbox import OutboxRelay
 from gateway.registry import WorkerRegistry
 from gateway.store import Cursor, JobNotFound, JobStore, RequestIdReused, StoreUnavailable
-from gateway.validation import Limits, request_hash, validate_dub_request
+from gateway.validation import Limits, request_hash, validate_submit_request
 from gateway.watch import WatchHub
 
 log = get_logger(__name__)
@@ -87,6 +87,11 @@ class DubbingServicer(pb_grpc.DubbingServiceServicer):
         self._limits = limits
         self._page_tokens = page_tokens
         self._watch_poll_seconds = watch_poll_seconds
+        self._closing = asyncio.Event()
+
+    def begin_shutdown(self) -> None:
+        """End open watches with UNAVAILABLE so clients resume on another replica."""
+        self._closing.set()
 
     # -- SubmitDub ---------------------------------------------------------------
 
@@ -98,7 +103,7 @@ class DubbingServicer(pb_grpc.DubbingServiceServicer):
     ) -> pb.SubmitDubResponse:
         req = request.request
         structlog.contextvars.bind_contextvars(request_id=req.request_id)
-        violations = validate_dub_request(req, self._limits)
+        violations = validate_submit_request(request, self._limits)
         if violations:
             await rpc_errors.abort(
                 context,
@@ -109,7 +114,8 @@ class DubbingServicer(pb_grpc.DubbingServiceServicer):
             )
         provider = req.provider or DEFAULT_PROVIDER
         kind = bus.JobKind.MEDIA if req.WhichOneof("work") == "media" else bus.JobKind.TRANSCRIPT
-        await self._admit(context, provider, kind, req.target_language)
+        gender = req.transcript.voice.gender if kind is bus.JobKind.TRANSCRIPT else 0
+        await self._admit(context, provider, kind, req.target_language, gender)
 
         stored_request = pb.DubRequest()
         stored_request.CopyFrom(req)
@@ -144,6 +150,7 @@ class DubbingServicer(pb_grpc.DubbingServiceServicer):
         provider: str,
         kind: bus.JobKind,
         language: str,
+        gender: int,
     ) -> None:
         """FAILED_PRECONDITION unless a live worker can run this kind/provider/language."""
         adverts = await self._registry.serving(provider)
@@ -164,7 +171,8 @@ class DubbingServicer(pb_grpc.DubbingServiceServicer):
                 f"no live worker serves provider {provider!r}; see ListLanguages",
                 metadata=meta,
             )
-        if not any(_speaks(a, language) for a in adverts):
+        spoken = [lang for a in adverts if (lang := _language(a, language)) is not None]
+        if not spoken:
             await rpc_errors.abort(
                 context,
                 grpc.StatusCode.FAILED_PRECONDITION,
@@ -172,6 +180,15 @@ class DubbingServicer(pb_grpc.DubbingServiceServicer):
                 f"provider {provider!r} has no live worker for language {language!r}; "
                 "see ListLanguages",
                 metadata=meta,
+            )
+        wanted = _NAME_BY_GENDER.get(gender)
+        if wanted is not None and not any(wanted in lang.genders for lang in spoken):
+            await rpc_errors.abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                Reason.GENDER_UNAVAILABLE,
+                f"provider {provider!r} has no {wanted} voice for language {language!r}",
+                metadata={**meta, "gender": wanted},
             )
 
     # -- reads -------------------------------------------------------------------
@@ -215,7 +232,7 @@ class DubbingServicer(pb_grpc.DubbingServiceServicer):
         try:
             size = pagination.page_size(request.page_size)
             states = sorted(set(request.states))
-            filter_key = ",".join(str(s) for s in states)
+            filter_key = pagination.states_filter_key(states)
             cursor = (
                 self._page_tokens.decode(request.page_token, filter_key)
                 if request.page_token
@@ -225,9 +242,9 @@ class DubbingServicer(pb_grpc.DubbingServiceServicer):
             await rpc_errors.abort(
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,
-                Reason.INVALID_PAGE_TOKEN if exc.field == "page_token" else Reason.INVALID_ARGUMENT,
+                exc.reason,
                 str(exc),
-                field_violations=[(exc.field, str(exc))],
+                field_violations=exc.violations,
             )
         jobs = await self._store.list_jobs(
             states=states,
@@ -321,13 +338,31 @@ class DubbingServicer(pb_grpc.DubbingServiceServicer):
                             if current.sequence <= last:
                                 return
                             continue
-                        try:
-                            await asyncio.wait_for(changed.wait(), self._watch_poll_seconds)
-                        except TimeoutError:
-                            pass
+                        await self._wait_for_change(context, changed)
         except StoreUnavailable as exc:
             await rpc_errors.abort(
                 context, grpc.StatusCode.UNAVAILABLE, Reason.DATABASE_UNAVAILABLE, str(exc)
+            )
+
+    async def _wait_for_change(
+        self,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        changed: asyncio.Event,
+    ) -> None:
+        waits = [asyncio.ensure_future(changed.wait()), asyncio.ensure_future(self._closing.wait())]
+        try:
+            await asyncio.wait(
+                waits, timeout=self._watch_poll_seconds, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for w in waits:
+                w.cancel()
+        if self._closing.is_set():
+            await rpc_errors.abort(
+                context,
+                grpc.StatusCode.UNAVAILABLE,
+                Reason.GATEWAY_SHUTTING_DOWN,
+                "the gateway is shutting down; resume the watch with after_sequence",
             )
 
     # -- ListLanguages -----------------------------------------------------------
@@ -427,10 +462,14 @@ _GENDER_BY_NAME = {
 }
 
 
-def _speaks(advert: bus.WorkerAdvert, language: str) -> bool:
-    wanted = language.lower()
-    codes = {lang.code.lower() for lang in advert.languages}
-    return wanted in codes or wanted.split("-")[0] in codes
+_NAME_BY_GENDER: dict[int, str] = {int(v): k for k, v in _GENDER_BY_NAME.items()}
+
+
+def _language(advert: bus.WorkerAdvert, code: str) -> bus.LanguageAdvert | None:
+    """The advertised language for `code`: exact tag, else its primary subtag."""
+    by_code = {lang.code.lower(): lang for lang in advert.languages}
+    wanted = code.lower()
+    return by_code.get(wanted) or by_code.get(wanted.split("-")[0])
 
 
 def _cursor(value: tuple[int, str]) -> Cursor:

@@ -200,7 +200,7 @@ def request_hash(req: pb.DubRequest) -> str:
     with sorted keys and no whitespace, so the same parameters always hash the same
     regardless of map order or of how the message was built, and every field counts,
     ``request_id`` included. Unknown fields are not part of it. Raises ValueError for a
-    Duration out of range, which :func:`validate_dub_request` reports first.
+    malformed Duration, which :func:`validate_dub_request` reports first.
     """
     try:
         doc = json_format.MessageToDict(

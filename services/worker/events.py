@@ -5,11 +5,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from nats.js import JetStreamContext
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
-
 from dubbing import bus
 from dubbing.logging import get_logger
+from nats.js import JetStreamContext
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_random_exponential,
+)
 
 log = get_logger(__name__)
 

@@ -25,6 +25,11 @@ import time
 from dataclasses import dataclass, field
 
 import structlog
+from dubbing import artifacts, bus, jetstream
+from dubbing.errors import Reason
+from dubbing.logging import get_logger
+from dubbing.settings import WorkerSettings
+from dubbing.v1 import dubbing_pb2 as pb
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -33,11 +38,6 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from dubbing import artifacts, bus, jetstream
-from dubbing.errors import Reason
-from dubbing.logging import get_logger
-from dubbing.settings import WorkerSettings
-from dubbing.v1 import dubbing_pb2 as pb
 from worker import providers as providers_mod
 from worker.events import EventPublisher
 from worker.providers import PermanentProviderError, Provider, TransientProviderError
@@ -77,7 +77,9 @@ class Worker:
         """Serve until `stop` is set, then shut down gracefully."""
         s = self.settings
         self._nc = nc = await jetstream.connect(
-            s.nats_url, name=f"dubbing-worker {self.worker_id}", connect_timeout=s.connect_timeout_seconds
+            s.nats_url,
+            name=f"dubbing-worker {self.worker_id}",
+            connect_timeout=s.connect_timeout_seconds,
         )
         self._js = js = nc.jetstream()
         await jetstream.ensure_topology(js, replicas=s.stream_replicas)
@@ -190,7 +192,9 @@ class Worker:
             job_id = (msg.headers or {}).get(bus.HEADER_JOB_ID)
             if job_id:
                 await EventPublisher(
-                    self._js, job_id=job_id, attempt=msg.metadata.num_delivered,
+                    self._js,
+                    job_id=job_id,
+                    attempt=msg.metadata.num_delivered,
                     worker_id=self.worker_id,
                 ).emit(
                     bus.EventType.FAILED,

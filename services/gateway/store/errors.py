@@ -84,11 +84,11 @@ def translate(exc: Exception, what: str) -> StoreError:
     if isinstance(exc, StoreError):
         return exc
     if is_unavailable(exc):
-        return StoreUnavailable(f"database unavailable while {what}: {_one_line(exc)}")
-    return StoreError(f"database error while {what}: {_one_line(exc)}")
+        return StoreUnavailable(f"database unavailable while {what}: {one_line(exc)}")
+    return StoreError(f"database error while {what}: {one_line(exc)}")
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     # SQLAlchemy messages carry the SQL and a background link on further lines.
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__

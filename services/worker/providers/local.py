@@ -8,7 +8,7 @@ libespeak-ng keeps one global synthesiser (current voice, rate, the output
 callback) and is not thread-safe: two threads inside it at once crash the
 process. Every call into it holds `_LOCK`, one lock for the whole process, and
 synthesis runs on `_EXECUTOR`, a single thread of its own. Synthesis is fast
-(about 10 ms per second of speech), so serialising costs little.
+(a few milliseconds per second of speech), so serialising costs little.
 """
 
 from __future__ import annotations

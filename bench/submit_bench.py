@@ -1,0 +1,220 @@
+"""SubmitDub throughput and latency against the default (SQLite) stack, next to a
+bare grpc.aio echo server driven by the same client: ``make bench-submit``.
+
+The gateway runs as its own process with a real nats-server and SQLite file
+(synchronous=FULL, so every answered submit is on disk). No worker runs, so
+the jobs' processing does not compete for the two cores; the benchmark itself
+advertises the local provider in the workers KV bucket, as a worker would, so
+admission works as in production. The echo server answers SubmitDub with a
+Job built from the request and nothing else: the ceiling for a Python gRPC
+service on this machine.
+
+After the run the benchmark checks durability: every accepted job is in the
+database and was published to the work queue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sqlite3
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import nats
+from dubbing import bus, jetstream
+from dubbing.devstack import GATEWAY_READY, NATS_READY, ManagedProcess, NatsServer, free_port
+from dubbing.devstack import gateway as gateway_process
+from dubbing.v1 import dubbing_pb2 as pb
+from dubbing.v1 import dubbing_pb2_grpc as pb_grpc
+
+from tests.helpers import transcript_request
+
+ECHO_READY = "echo_ready"
+
+
+class EchoServicer(pb_grpc.DubbingServiceServicer):
+    async def SubmitDub(
+        self,
+        request: pb.SubmitDubRequest,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    ) -> pb.SubmitDubResponse:
+        return pb.SubmitDubResponse(job=pb.Job(id="echo", request=request.request), created=True)
+
+
+async def serve_echo(port: int) -> None:
+    server = grpc.aio.server()
+    # Only SubmitDub is served; the generated base marks every RPC abstract.
+    pb_grpc.add_DubbingServiceServicer_to_server(EchoServicer(), server)  # type: ignore[abstract]
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    print(ECHO_READY, flush=True)
+    await server.wait_for_termination()
+
+
+@dataclass
+class Result:
+    name: str
+    ok: int
+    failed: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def throughput(self) -> float:
+        return self.ok / self.seconds
+
+    def percentile(self, p: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000
+
+    def line(self) -> str:
+        return (
+            f"{self.name:<8} {self.ok:>6} ok {self.failed:>4} failed  "
+            f"{self.throughput:8.0f} req/s  p50 {self.percentile(50):6.1f} ms  "
+            f"p99 {self.percentile(99):6.1f} ms"
+        )
+
+
+async def drive(name: str, target: str, total: int, concurrency: int) -> Result:
+    latencies: list[float] = []
+    failed = 0
+    counter = iter(range(total))
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = pb_grpc.DubbingServiceStub(channel)
+        # Warm up the connection and both servers' code paths.
+        for i in range(50):
+            await stub.SubmitDub(
+                pb.SubmitDubRequest(request=transcript_request(request_id=f"warm-{name}-{i}"))
+            )
+
+        async def client(cid: int) -> None:
+            nonlocal failed
+            for i in counter:
+                request = pb.SubmitDubRequest(
+                    request=transcript_request(request_id=f"{name}-{cid}-{i}")
+                )
+                t0 = time.perf_counter()
+                try:
+                    await stub.SubmitDub(request)
+                except grpc.aio.AioRpcError as exc:
+                    failed += 1
+                    if failed <= 3:
+                        print(f"  {name}: {exc.code().name}: {exc.details()}", file=sys.stderr)
+                    continue
+                latencies.append(time.perf_counter() - t0)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(client(c) for c in range(concurrency)))
+        seconds = time.perf_counter() - start
+    return Result(name, len(latencies), failed, seconds, latencies)
+
+
+async def advertise_local(nats_url: str, stop: asyncio.Event) -> None:
+    """Stand in for a worker's advert so admission accepts provider 'local'."""
+    nc = await nats.connect(nats_url)
+    kv = await jetstream.workers_kv(nc.jetstream())
+    advert = bus.WorkerAdvert(
+        worker_id="bench",
+        provider="local",
+        transcript_dubbing=True,
+        media_dubbing=False,
+        languages=[bus.LanguageAdvert("fr", "French", ["female", "male"])],
+        min_speed=0.5,
+        max_speed=2.0,
+        concurrency=1,
+        time=time.time(),
+    )
+    while not stop.is_set():
+        await kv.put(advert.key, advert.encode())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 2.0)
+    await nc.close()
+
+
+async def bench(total: int, concurrency: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-submit-") as tmp:
+        data = Path(tmp)
+        nats_server = NatsServer(data / "nats", log_file=data / "nats.log")
+        nats_server.start().wait_for(NATS_READY)
+        nc = await nats.connect(nats_server.url)
+        await jetstream.ensure_topology(nc.jetstream())
+        await nc.close()
+        stop = asyncio.Event()
+        advert = asyncio.create_task(advertise_local(nats_server.url, stop))
+        db = data / "gateway.db"
+        listen = f"127.0.0.1:{free_port()}"
+        gw = gateway_process(
+            {
+                "DUBBING_NATS_URL": nats_server.url,
+                "DUBBING_DATABASE_URL": f"sqlite+aiosqlite:///{db}",
+                "DUBBING_LISTEN": listen,
+                "DUBBING_LOG_LEVEL": "warning",
+                "DUBBING_LOG_FORMAT": "json",
+            },
+            log_file=data / "gateway.log",
+        )
+        echo_port = free_port()
+        echo = ManagedProcess(
+            "echo", [sys.executable, "-m", "bench.submit_bench", "--serve-echo", str(echo_port)]
+        )
+        try:
+            gw.start().wait_for(GATEWAY_READY)
+            echo.start().wait_for(ECHO_READY)
+            print(f"SubmitDub x {total} at concurrency {concurrency} (2-core machine)")
+            echo_result = await drive("echo", f"127.0.0.1:{echo_port}", total, concurrency)
+            print(echo_result.line())
+            gw_result = await drive("gateway", listen, total, concurrency)
+            print(gw_result.line())
+            print(
+                f"gateway / echo throughput: {gw_result.throughput / echo_result.throughput:.0%}"
+                " (goal >= 40%)"
+            )
+            await verify_durable(db, nats_server.url, gw_result.ok + 50)
+        finally:
+            stop.set()
+            await advert
+            echo.stop()
+            gw.stop()
+            nats_server.stop()
+
+
+async def verify_durable(db: Path, nats_url: str, accepted: int) -> None:
+    with sqlite3.connect(db) as conn:
+        stored = conn.execute("SELECT count(*) FROM jobs").fetchone()[0]
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    deadline = time.monotonic() + 60
+    while True:
+        info = await js.stream_info(bus.JOBS_STREAM)
+        if info.state.messages >= accepted or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)  # the relay drains the outbox in the background
+    await nc.close()
+    print(
+        f"durability: {accepted} accepted, {stored} in the database, "
+        f"{info.state.messages} on the work queue"
+    )
+    if stored != accepted or info.state.messages != accepted:
+        raise SystemExit("FAIL: accepted jobs are missing")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--serve-echo", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_echo:
+        asyncio.run(serve_echo(args.serve_echo))
+    else:
+        asyncio.run(bench(args.requests, args.concurrency))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from dubbing.cli import main
+
+main()

@@ -1,0 +1,822 @@
+"""The job store: jobs, their version history and the publish outbox, in SQL.
+
+Writes go through one writer task per store (group commit): callers enqueue an
+operation and await a future; the writer takes everything pending (up to
+``MAX_BATCH`` operations), applies it in ONE transaction and resolves each future
+only after the commit, so an accepted job is durable before its caller hears
+about it, while a single fsync serves a whole batch. On SQLite this also means
+the process has exactly one writing connection, so writers never contend for
+the database lock. Reads (get, list, history, outbox) use a separate pool of
+autocommit connections; SQLite in WAL mode lets them run beside the writer.
+
+PostgreSQL allows several gateway replicas on one database: job rows touched by
+a batch are locked with ``SELECT ... FOR UPDATE`` (in id order, so two batches
+cannot deadlock on them), and a batch that fails on a constraint (e.g. another
+replica inserted the same request_id after this one looked) is retried one
+operation per transaction, so one conflict never fails the whole batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL, Connection, Row, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from dubbing import jobstate
+from dubbing.bus import JobEvent, JobMessage
+from dubbing.v1 import dubbing_pb2 as pb
+from gateway.store import migrate
+from gateway.store.errors import (
+    JobNotFound,
+    RequestIdReused,
+    StoreError,
+    StoreUnavailable,
+    is_unavailable,
+    one_line,
+    translate,
+)
+from gateway.store.schema import job_history, jobs, outbox
+
+log = structlog.get_logger("gateway.store")
+
+# Largest number of operations committed in one transaction. Bigger batches add
+# latency to the first caller in them without saving much more.
+MAX_BATCH = 256
+# How long a SQLite statement waits for another process's lock before failing.
+SQLITE_BUSY_TIMEOUT_MS = 5000
+# A batch that fails on an IntegrityError is retried per operation; a submit that
+# still conflicts (a concurrent replica won a race again) is retried this often.
+_SUBMIT_ATTEMPTS = 3
+
+Backend = Literal["sqlite", "postgresql"]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """A message to publish on the job bus, written in the same transaction as its job."""
+
+    id: int
+    job_id: str
+    subject: str
+    headers: dict[str, str]
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """A position in the newest-first job listing: just after the job it names."""
+
+    create_time_ns: int
+    job_id: str
+
+    @classmethod
+    def after(cls, job: pb.Job) -> Cursor:
+        """The cursor for the page that follows `job` (the last job of a page)."""
+        return cls(job.create_time.ToNanoseconds(), job.id)
+
+
+@dataclass(frozen=True, slots=True)
+class WriterStats:
+    """Counters of the writer task: transactions committed, operations they carried."""
+
+    transactions: int
+    operations: int
+
+
+# ---------------------------------------------------------------------------
+# Operations queued for the writer task.
+
+
+@dataclass(eq=False, slots=True)
+class _Op:
+    future: asyncio.Future[Any]
+
+
+@dataclass(eq=False, slots=True)
+class _Submit(_Op):
+    job: pb.Job
+    snapshot: bytes
+    request_id: str | None
+    request_hash: str
+    message: JobMessage
+
+
+# Given the current job and its event_seq, the new (job, event_seq) to store, or
+# None for "no change". May raise to fail just this operation (e.g. NotCancellable).
+_MutateFn = Callable[[pb.Job, int], tuple[pb.Job, int] | None]
+
+
+@dataclass(eq=False, slots=True)
+class _Mutate(_Op):
+    job_id: str
+    fn: _MutateFn
+    # Unknown job: raise JobNotFound (cancel) rather than answer None.
+    must_exist: bool
+
+
+@dataclass(eq=False, slots=True)
+class _MarkPublished(_Op):
+    ids: tuple[int, ...]
+    now_ns: int
+
+
+# (operation, its result, or the exception its caller gets)
+_Outcome = tuple[_Op, Any, BaseException | None]
+
+_UPDATE_JOB = (
+    jobs.update()
+    .where(jobs.c.id == sa.bindparam("b_id"))
+    .values(
+        state=sa.bindparam("b_state"),
+        update_time_ns=sa.bindparam("b_update_time_ns"),
+        sequence=sa.bindparam("b_sequence"),
+        attempt=sa.bindparam("b_attempt"),
+        event_seq=sa.bindparam("b_event_seq"),
+        snapshot=sa.bindparam("b_snapshot"),
+    )
+)
+
+
+def _set_result(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():  # the caller may have been cancelled meanwhile
+        future.set_result(value)
+
+
+def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
+class JobStore:
+    """Persistence of jobs. Create it with :func:`open_store`; close it with :meth:`close`.
+
+    Every method may raise :class:`StoreUnavailable` when the database cannot be
+    reached, and :class:`StoreError` for other database failures.
+    """
+
+    def __init__(
+        self,
+        writer: AsyncEngine,
+        reader: AsyncEngine,
+        *,
+        backend: Backend,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        self._writer = writer
+        self._reader = reader
+        self._backend: Backend = backend
+        self._max_batch = max_batch
+        self._pending: deque[_Op] = deque()
+        self._wakeup = asyncio.Event()
+        self._closed = False
+        self._outbox_ready = asyncio.Event()
+        self._transactions = 0
+        self._operations = 0
+        self._task = asyncio.get_running_loop().create_task(
+            self._writer_loop(), name="job-store-writer"
+        )
+
+    # -- properties ---------------------------------------------------------
+
+    @property
+    def backend(self) -> Backend:
+        """Which database this store uses."""
+        return self._backend
+
+    @property
+    def outbox_ready(self) -> asyncio.Event:
+        """Set after every commit that added outbox rows.
+
+        The publisher clears it, drains :meth:`pending_outbox`, then waits on it
+        again (with a timeout, so rows left by a crashed process are still found).
+        """
+        return self._outbox_ready
+
+    @property
+    def stats(self) -> WriterStats:
+        """How many transactions the writer committed and how many operations they held."""
+        return WriterStats(self._transactions, self._operations)
+
+    # -- writes (through the writer task) -----------------------------------
+
+    async def submit(
+        self, job: pb.Job, *, request_hash: str, message: JobMessage
+    ) -> tuple[pb.Job, bool]:
+        """Persist a new job and its outbox message; returns (job, created).
+
+        `job` is a fresh QUEUED job (``jobstate.new_job``, sequence 1). When its
+        ``request.request_id`` is set and a job with that request_id exists, nothing
+        is written: the existing job is returned with created=False if
+        `request_hash` matches, else :class:`RequestIdReused` is raised. Returns
+        only once the job is committed.
+        """
+        op = _Submit(
+            future=asyncio.get_running_loop().create_future(),
+            job=job,
+            snapshot=job.SerializeToString(),
+            request_id=job.request.request_id or None,
+            request_hash=request_hash,
+            message=message,
+        )
+        result: tuple[pb.Job, bool] = await self._enqueue(op)
+        return result
+
+    async def apply_event(self, event: JobEvent) -> pb.Job | None:
+        """Apply a worker event; returns the changed job, or None when it changes nothing.
+
+        None covers an unknown job and every event the state machine ignores
+        (terminal job, stale attempt, duplicate or late seq).
+        """
+
+        def change(job: pb.Job, event_seq: int) -> tuple[pb.Job, int] | None:
+            outcome = jobstate.apply_event(job, event_seq, event)
+            if isinstance(outcome, jobstate.Ignored):
+                log.debug(
+                    "job_event_ignored",
+                    job_id=event.job_id,
+                    why=outcome.why,
+                    event_type=str(event.type),
+                    event_attempt=event.attempt,
+                    event_seq=event.seq,
+                    job_attempt=job.attempt,
+                    last_event_seq=event_seq,
+                )
+                return None
+            return outcome.job, outcome.event_seq
+
+        result: pb.Job | None = await self._mutate(event.job_id, change, must_exist=False)
+        if result is None:
+            log.debug("job_event_unknown_or_ignored", job_id=event.job_id)
+        return result
+
+    async def cancel(self, job_id: str, now: float) -> pb.Job:
+        """Cancel a job on a client's behalf; returns the cancelled job.
+
+        Raises :class:`JobNotFound`, or ``jobstate.NotCancellable`` when the job already ended.
+        """
+
+        def change(job: pb.Job, event_seq: int) -> tuple[pb.Job, int]:
+            return jobstate.cancel(job, now), event_seq
+
+        result: pb.Job = await self._mutate(job_id, change, must_exist=True)
+        return result
+
+    async def fail(
+        self, job_id: str, now: float, *, code: str, reason: str, message: str
+    ) -> pb.Job | None:
+        """Fail a job on the gateway's own account (e.g. max deliveries reached).
+
+        Returns the failed job, or None when the job is unknown or already ended.
+        `code` is a google.rpc.Code name, `reason` an ErrorInfo reason.
+        """
+
+        def change(job: pb.Job, event_seq: int) -> tuple[pb.Job, int] | None:
+            if jobstate.is_terminal(job):
+                return None
+            return jobstate.fail(job, now, code=code, reason=reason, message=message), event_seq
+
+        result: pb.Job | None = await self._mutate(job_id, change, must_exist=False)
+        return result
+
+    async def mark_published(self, ids: Sequence[int], now: float) -> None:
+        """Record that these outbox rows reached the bus (they leave :meth:`pending_outbox`)."""
+        if not ids:
+            return
+        op = _MarkPublished(
+            future=asyncio.get_running_loop().create_future(),
+            ids=tuple(ids),
+            now_ns=round(now * 1e9),
+        )
+        await self._enqueue(op)
+
+    # -- reads (pooled autocommit connections) ------------------------------
+
+    async def get(self, job_id: str) -> pb.Job | None:
+        """The job, or None when there is no such job."""
+        rows = await self._read("reading a job", sa.select(jobs.c.snapshot).where(jobs.c.id == job_id))
+        return pb.Job.FromString(rows[0].snapshot) if rows else None
+
+    async def list_jobs(
+        self, *, states: Sequence[int], limit: int, after: Cursor | None
+    ) -> list[pb.Job]:
+        """Up to `limit` jobs, newest first (create time, then id, descending).
+
+        Only jobs in `states` when it is non-empty; only jobs strictly after
+        `after` (see :meth:`Cursor.after`) when given.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be positive, not {limit}")
+        stmt = sa.select(jobs.c.snapshot)
+        if states:
+            stmt = stmt.where(jobs.c.state.in_([int(s) for s in states]))
+        if after is not None:
+            # Row-value comparison: (t, id) < (t0, id0) is exactly "after it in this order".
+            stmt = stmt.where(
+                sa.tuple_(jobs.c.create_time_ns, jobs.c.id)
+                < sa.tuple_(sa.literal(after.create_time_ns, sa.BigInteger()), sa.literal(after.job_id))
+            )
+        stmt = stmt.order_by(jobs.c.create_time_ns.desc(), jobs.c.id.desc()).limit(limit)
+        rows = await self._read("listing jobs", stmt)
+        return [pb.Job.FromString(row.snapshot) for row in rows]
+
+    async def history(self, job_id: str, after_sequence: int) -> list[pb.Job]:
+        """Every stored version of the job with sequence > `after_sequence`, oldest first."""
+        stmt = (
+            sa.select(job_history.c.snapshot)
+            .where(job_history.c.job_id == job_id, job_history.c.sequence > after_sequence)
+            .order_by(job_history.c.sequence)
+        )
+        rows = await self._read("reading job history", stmt)
+        return [pb.Job.FromString(row.snapshot) for row in rows]
+
+    async def pending_outbox(self, limit: int) -> list[OutboxRow]:
+        """Up to `limit` unpublished outbox rows, oldest first."""
+        stmt = (
+            sa.select(outbox.c.id, outbox.c.job_id, outbox.c.subject, outbox.c.headers, outbox.c.payload)
+            .where(outbox.c.published_ns.is_(None))
+            .order_by(outbox.c.id)
+            .limit(limit)
+        )
+        rows = await self._read("reading the outbox", stmt)
+        return [
+            OutboxRow(
+                id=row.id,
+                job_id=row.job_id,
+                subject=row.subject,
+                headers=json.loads(row.headers),
+                payload=bytes(row.payload),
+            )
+            for row in rows
+        ]
+
+    async def ping(self) -> None:
+        """Raise :class:`StoreUnavailable` unless the database answers (for health checks)."""
+        await self._read("pinging the database", sa.select(sa.literal(1)))
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def close(self) -> None:
+        """Finish every queued write, then release all connections. Idempotent."""
+        self._closed = True
+        self._wakeup.set()
+        try:
+            await self._task
+        finally:
+            await self._writer.dispose()
+            await self._reader.dispose()
+
+    async def __aenter__(self) -> JobStore:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- internals ----------------------------------------------------------
+
+    async def _read(self, what: str, stmt: sa.Executable) -> list[Row[Any]]:
+        try:
+            async with self._reader.connect() as conn:
+                result = await conn.execute(stmt)
+                return list(result.all())
+        except Exception as exc:
+            raise translate(exc, what) from exc
+
+    async def _mutate(self, job_id: str, fn: _MutateFn, *, must_exist: bool) -> Any:
+        op = _Mutate(
+            future=asyncio.get_running_loop().create_future(),
+            job_id=job_id,
+            fn=fn,
+            must_exist=must_exist,
+        )
+        return await self._enqueue(op)
+
+    def _enqueue(self, op: _Op) -> asyncio.Future[Any]:
+        if self._closed:
+            raise StoreUnavailable("the job store is closed")
+        if self._task.done():
+            # Cannot happen unless the writer has a bug; never leave a caller hanging.
+            raise StoreUnavailable("the job store writer stopped")
+        self._pending.append(op)
+        self._wakeup.set()
+        return op.future
+
+    async def _writer_loop(self) -> None:
+        while True:
+            if not self._pending:
+                if self._closed:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            batch: list[_Op] = []
+            while self._pending and len(batch) < self._max_batch:
+                op = self._pending.popleft()
+                # A caller that gave up (cancelled) no longer wants the write.
+                if not op.future.done():
+                    batch.append(op)
+            if not batch:
+                continue
+            try:
+                await self._process(batch)
+            except asyncio.CancelledError:
+                gone = StoreUnavailable("the job store writer was cancelled")
+                for op in (*batch, *self._pending):
+                    _set_exception(op.future, gone)
+                self._pending.clear()
+                raise
+            except Exception as exc:
+                # A bug in this module; fail the batch but keep serving later ones.
+                log.exception("job_store_writer_error", ops=len(batch))
+                for op in batch:
+                    _set_exception(op.future, exc)
+
+    async def _process(self, batch: list[_Op]) -> None:
+        try:
+            outcomes = await self._transaction(batch)
+        except Exception as exc:
+            if len(batch) == 1 or is_unavailable(exc):
+                self._fail_ops(batch, exc)
+                return
+            # One bad operation (typically a request_id that another replica inserted
+            # meanwhile) must not fail the others: redo them one per transaction.
+            log.info("job_store_batch_retried_per_op", ops=len(batch), error=one_line(exc))
+            for op in batch:
+                await self._process_one(op)
+            return
+        self._resolve(outcomes)
+
+    async def _process_one(self, op: _Op) -> None:
+        attempts = _SUBMIT_ATTEMPTS if isinstance(op, _Submit) else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                outcomes = await self._transaction([op])
+            except sa_exc.IntegrityError as exc:
+                # Lost a race for a request_id: the next attempt finds the winner's row.
+                if attempt < attempts:
+                    continue
+                self._fail_ops([op], exc)
+                return
+            except Exception as exc:
+                self._fail_ops([op], exc)
+                return
+            self._resolve(outcomes)
+            return
+
+    def _fail_ops(self, ops: list[_Op], exc: Exception) -> None:
+        error = translate(exc, "writing jobs")
+        if not isinstance(error, StoreUnavailable):
+            log.error("job_store_write_failed", ops=len(ops), error=one_line(exc))
+        for op in ops:
+            _set_exception(op.future, error)
+
+    def _resolve(self, outcomes: list[_Outcome]) -> None:
+        for op, value, error in outcomes:
+            if error is not None:
+                _set_exception(op.future, error)
+            else:
+                _set_result(op.future, value)
+
+    async def _transaction(self, ops: list[_Op]) -> list[_Outcome]:
+        """Apply `ops` in one transaction; the outcomes are valid once this returns."""
+        new_outbox = False
+        async with self._writer.begin() as conn:
+            outcomes: list[_Outcome] = []
+            mutations = [op for op in ops if isinstance(op, _Mutate)]
+            submits = [op for op in ops if isinstance(op, _Submit)]
+            if mutations:
+                outcomes += await self._apply_mutations(conn, mutations)
+            if submits:
+                submitted = await self._apply_submits(conn, submits)
+                outcomes += submitted
+                new_outbox = any(v is not None and v[1] for _, v, _ in submitted)
+            for op in ops:
+                if isinstance(op, _MarkPublished):
+                    await conn.execute(
+                        outbox.update()
+                        .where(outbox.c.id.in_(op.ids), outbox.c.published_ns.is_(None))
+                        .values(published_ns=op.now_ns)
+                    )
+                    outcomes.append((op, None, None))
+        # Committed: only now may anyone learn the outcome.
+        self._transactions += 1
+        self._operations += len(ops)
+        if new_outbox:
+            self._outbox_ready.set()
+        return outcomes
+
+    async def _apply_submits(self, conn: AsyncConnection, ops: list[_Submit]) -> list[_Outcome]:
+        outcomes: list[_Outcome] = []
+        # request_id -> (request_hash, job id, snapshot) of the job that owns it: from
+        # the database, then from earlier submits of this same batch.
+        owners: dict[str, tuple[str, str, bytes]] = {}
+        request_ids = sorted({op.request_id for op in ops if op.request_id is not None})
+        if request_ids:
+            rows = await conn.execute(
+                sa.select(jobs.c.request_id, jobs.c.request_hash, jobs.c.id, jobs.c.snapshot).where(
+                    jobs.c.request_id.in_(request_ids)
+                )
+            )
+            for row in rows:
+                owners[row.request_id] = (row.request_hash, row.id, bytes(row.snapshot))
+        fresh: list[_Submit] = []
+        for op in ops:
+            if op.request_id is not None:
+                owner = owners.get(op.request_id)
+                if owner is not None:
+                    owner_hash, owner_id, owner_snapshot = owner
+                    if owner_hash == op.request_hash:
+                        outcomes.append((op, (pb.Job.FromString(owner_snapshot), False), None))
+                    else:
+                        outcomes.append((op, None, RequestIdReused(op.request_id, owner_id)))
+                    continue
+                owners[op.request_id] = (op.request_hash, op.job.id, op.snapshot)
+            fresh.append(op)
+            outcomes.append((op, (op.job, True), None))
+        if not fresh:
+            return outcomes
+        # Insert in request_id order: two replicas inserting overlapping request_ids
+        # then take the unique-index locks in the same order and cannot deadlock.
+        fresh.sort(key=lambda op: op.request_id or "")
+        now_ns = time.time_ns()
+        await conn.execute(
+            jobs.insert(),
+            [
+                {
+                    "id": op.job.id,
+                    "request_id": op.request_id,
+                    "request_hash": op.request_hash,
+                    "state": int(op.job.state),
+                    "create_time_ns": op.job.create_time.ToNanoseconds(),
+                    "update_time_ns": op.job.update_time.ToNanoseconds(),
+                    "sequence": op.job.sequence,
+                    "attempt": op.job.attempt,
+                    "event_seq": 0,
+                    "snapshot": op.snapshot,
+                }
+                for op in fresh
+            ],
+        )
+        await conn.execute(
+            job_history.insert(),
+            [
+                {"job_id": op.job.id, "sequence": op.job.sequence, "snapshot": op.snapshot}
+                for op in fresh
+            ],
+        )
+        await conn.execute(
+            outbox.insert(),
+            [
+                {
+                    "job_id": op.job.id,
+                    "subject": op.message.subject,
+                    "headers": json.dumps(op.message.headers(), separators=(",", ":")),
+                    "payload": op.message.request,
+                    "created_ns": now_ns,
+                    "published_ns": None,
+                }
+                for op in fresh
+            ],
+        )
+        return outcomes
+
+    async def _apply_mutations(
+        self, conn: AsyncConnection, ops: list[_Mutate]
+    ) -> list[_Outcome]:
+        # Lock every job the batch touches in one statement, in id order (FOR UPDATE
+        # is a no-op on SQLite, where this transaction already holds the write lock).
+        job_ids = sorted({op.job_id for op in ops})
+        rows = await conn.execute(
+            sa.select(jobs.c.id, jobs.c.event_seq, jobs.c.snapshot)
+            .where(jobs.c.id.in_(job_ids))
+            .order_by(jobs.c.id)
+            .with_for_update()
+        )
+        current: dict[str, tuple[pb.Job, int]] = {
+            row.id: (pb.Job.FromString(row.snapshot), row.event_seq) for row in rows
+        }
+        changed: dict[str, tuple[pb.Job, int, bytes]] = {}
+        versions: list[dict[str, Any]] = []
+        outcomes: list[_Outcome] = []
+        # In queue order: several changes to one job in a batch apply one after another.
+        for op in ops:
+            state = current.get(op.job_id)
+            if state is None:
+                outcomes.append((op, None, JobNotFound(op.job_id) if op.must_exist else None))
+                continue
+            try:
+                change = op.fn(*state)
+            except Exception as exc:  # e.g. NotCancellable: for this caller only
+                outcomes.append((op, None, exc))
+                continue
+            if change is None:
+                outcomes.append((op, None, None))
+                continue
+            job, event_seq = change
+            snapshot = job.SerializeToString()
+            current[op.job_id] = (job, event_seq)
+            changed[op.job_id] = (job, event_seq, snapshot)
+            versions.append({"job_id": job.id, "sequence": job.sequence, "snapshot": snapshot})
+            outcomes.append((op, job, None))
+        if changed:
+            await conn.execute(
+                _UPDATE_JOB,
+                [
+                    {
+                        "b_id": job_id,
+                        "b_state": int(job.state),
+                        "b_update_time_ns": job.update_time.ToNanoseconds(),
+                        "b_sequence": job.sequence,
+                        "b_attempt": job.attempt,
+                        "b_event_seq": event_seq,
+                        "b_snapshot": snapshot,
+                    }
+                    for job_id, (job, event_seq, snapshot) in changed.items()
+                ],
+            )
+            await conn.execute(job_history.insert(), versions)
+        return outcomes
+
+
+# ---------------------------------------------------------------------------
+# Opening.
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    url: URL
+    backend: Backend
+    schema: str | None
+
+    @classmethod
+    def parse(cls, raw: str) -> _Target:
+        url = make_url(raw)
+        backend = url.get_backend_name()
+        if backend == "sqlite":
+            # Only the async driver works here; accept the plain sqlite:// spelling too.
+            url = url.set(drivername="sqlite+aiosqlite")
+            if not url.database or url.database == ":memory:" or "mode=memory" in raw:
+                raise ValueError(
+                    "in-memory SQLite is not supported (the writer and the readers use "
+                    "separate connections): give a file, e.g. sqlite+aiosqlite:///var/dubbing.db"
+                )
+            return cls(url, "sqlite", None)
+        if backend == "postgresql":
+            schema = url.query.get("schema")
+            if isinstance(schema, tuple):
+                raise ValueError("the schema URL parameter may be given once")
+            url = url.set(drivername="postgresql+asyncpg").difference_update_query(["schema"])
+            return cls(url, "postgresql", schema or None)
+        raise ValueError(
+            f"unsupported database URL {url.render_as_string(hide_password=True)!r}: use "
+            "sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST:PORT/DB"
+        )
+
+    def describe(self) -> str:
+        if self.backend == "sqlite":
+            return f"SQLite database file {Path(self.url.database or '').resolve()}"
+        where = f"{self.url.host or 'localhost'}:{self.url.port or 5432}/{self.url.database or ''}"
+        schema = f" (schema {self.schema})" if self.schema else ""
+        return f"PostgreSQL at {where}{schema}"
+
+    def engines(self, connect_timeout: float) -> tuple[AsyncEngine, AsyncEngine]:
+        """(writer, reader): the writer holds one connection, the reader a pool."""
+        if self.backend == "sqlite":
+            writer = create_async_engine(self.url, pool_size=1, max_overflow=1)
+            reader = create_async_engine(
+                self.url, pool_size=8, max_overflow=8, isolation_level="AUTOCOMMIT"
+            )
+            for engine in (writer, reader):
+                event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+            # pysqlite would BEGIN (deferred) by itself, lazily; take over, and begin
+            # IMMEDIATE so a write transaction holds the lock from its start: no
+            # SQLITE_BUSY when it upgrades from reading to writing.
+            event.listen(writer.sync_engine, "begin", _sqlite_begin_immediate)
+            return writer, reader
+        server_settings = {"application_name": "dubbing-gateway"}
+        if self.schema:
+            quoted = '"' + self.schema.replace('"', '""') + '"'
+            server_settings["search_path"] = quoted
+        connect_args: dict[str, Any] = {
+            "timeout": connect_timeout,
+            "server_settings": server_settings,
+        }
+        # pool_pre_ping: a connection that died with a restarted server is replaced
+        # on checkout instead of failing the next statement.
+        writer = create_async_engine(
+            self.url,
+            pool_size=1,
+            max_overflow=1,
+            pool_pre_ping=True,
+            connect_args=connect_args,
+        )
+        reader = create_async_engine(
+            self.url,
+            pool_size=10,
+            max_overflow=10,
+            pool_pre_ping=True,
+            isolation_level="AUTOCOMMIT",
+            connect_args=connect_args,
+        )
+        return writer, reader
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    # Transactions are begun explicitly (see _sqlite_begin_immediate); this also
+    # lets the PRAGMAs below run outside any transaction, as journal_mode requires.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        # WAL: readers never block the writer nor each other.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # FULL: the WAL is fsynced at every commit, so an accepted job survives power
+        # loss (NORMAL would only survive a process crash). Group commit pays for it.
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cursor.close()
+
+
+def _sqlite_begin_immediate(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+async def _wait_reachable(engine: AsyncEngine, target: _Target, timeout: float) -> None:
+    """Connect once, retrying PostgreSQL connection errors until `timeout` has passed.
+
+    Retrying covers a database still starting next to the gateway (compose, k8s).
+    SQLite errors (bad path, permissions) do not fix themselves: fail at once.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    delay = 0.1
+    while True:
+        try:
+            async with asyncio.timeout(max(deadline - loop.time(), 0.001)):
+                async with engine.connect() as conn:
+                    await conn.execute(sa.text("SELECT 1"))
+            return
+        except Exception as exc:
+            retry = target.backend == "postgresql" and is_unavailable(exc)
+            if not retry or deadline - loop.time() <= delay:
+                reason = "timed out" if isinstance(exc, TimeoutError) else one_line(exc)
+                raise StoreUnavailable(
+                    f"cannot reach the {target.describe()} within {timeout:g}s: {reason}"
+                ) from exc
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+async def open_store(url: str, *, connect_timeout: float = 10.0) -> JobStore:
+    """Connect to the database at `url`, migrate it to the current schema, return the store.
+
+    `url` is ``sqlite+aiosqlite:///PATH`` (the parent directory is created) or
+    ``postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DB``; ``sqlite://`` and
+    ``postgresql://`` are accepted as the same. On PostgreSQL, an extra query
+    parameter ``schema=NAME`` (consumed here, not passed to the driver) keeps all
+    tables in that schema, created if missing: it becomes the connections' search_path.
+
+    Raises :class:`StoreUnavailable` (naming the file or host) when the database
+    cannot be reached within `connect_timeout` seconds, and ValueError for an
+    unsupported URL.
+    """
+    target = _Target.parse(url)
+    if target.backend == "sqlite":
+        path = Path(target.url.database or "")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(
+                f"cannot create the directory of the {target.describe()}: {exc}"
+            ) from exc
+    writer, reader = target.engines(connect_timeout)
+    try:
+        await _wait_reachable(writer, target, connect_timeout)
+        try:
+            await migrate.upgrade(writer, schema=target.schema)
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise StoreUnavailable(
+                    f"lost the {target.describe()} while migrating: {one_line(exc)}"
+                ) from exc
+            raise StoreError(f"migrating the {target.describe()} failed: {exc}") from exc
+        store = JobStore(writer, reader, backend=target.backend)
+    except BaseException:
+        await writer.dispose()
+        await reader.dispose()
+        raise
+    log.info("job_store_opened", database=target.describe(), revision=migrate.head_revision())
+    return store

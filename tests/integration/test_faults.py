@@ -1,0 +1,158 @@
+"""Faults against real processes: each test owns its stack so it can break it."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+import grpc
+import nats
+from dubbing import bus
+from dubbing.client import DubbingClient
+from dubbing.devstack import ManagedProcess, Stack
+from dubbing.v1 import dubbing_pb2 as pb
+from dubbing.v1 import dubbing_pb2_grpc as pb_grpc
+from nats.js.api import ConsumerInfo
+
+from tests.conftest import StackFactory
+from tests.helpers import long_request, transcript_request
+
+State = pb.Job.State
+
+
+def worker_running(stack: Stack, job: pb.Job) -> ManagedProcess:
+    """The worker process whose id (hostname-pid) the job names."""
+    pid = int(job.worker_id.rsplit("-", 1)[1])
+    return next(w for w in stack.workers if w.pid == pid)
+
+
+async def gateway_consumer(stack: Stack) -> ConsumerInfo:
+    nc = await nats.connect(stack.nats.url)
+    try:
+        info: ConsumerInfo = await nc.jetstream().consumer_info(
+            bus.EVENTS_STREAM, bus.GATEWAY_EVENTS_CONSUMER
+        )
+        return info
+    finally:
+        await nc.close()
+
+
+async def events_settled(stack: Stack) -> None:
+    """Until the gateway has applied (acked) every event in the stream."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        info = await gateway_consumer(stack)
+        if info.num_pending == 0 and info.num_ack_pending == 0:
+            return
+        await asyncio.sleep(0.1)  # polling a server-side counter, not waiting on a guess
+    raise TimeoutError("gateway did not apply the remaining events")
+
+
+async def history(stub: pb_grpc.DubbingServiceAsyncStub, job_id: str) -> list[pb.Job]:
+    """Every version of the job after its first (sequence 1)."""
+    return [r.job async for r in stub.WatchJob(pb.WatchJobRequest(job_id=job_id, after_sequence=1))]
+
+
+async def test_killed_worker_job_completes_once_on_second_attempt(
+    make_stack: StackFactory,
+) -> None:
+    stack = make_stack(workers=2).start()
+    async with grpc.aio.insecure_channel(stack.listen) as channel:
+        stub = pb_grpc.DubbingServiceStub(channel)
+        job = (await stub.SubmitDub(pb.SubmitDubRequest(request=long_request(150)))).job
+        victim: ManagedProcess | None = None
+        forged = False
+        async for response in stub.WatchJob(pb.WatchJobRequest(job_id=job.id)):
+            current = response.job
+            if victim is None and current.state == State.STATE_RUNNING:
+                assert current.attempt == 1
+                victim = worker_running(stack, current)
+                victim.kill()
+            if not forged and current.attempt == 2 and current.state == State.STATE_RUNNING:
+                # A late report from the dead attempt (as if its ack and events
+                # were still in flight) must not touch the job.
+                nc = await nats.connect(stack.nats.url)
+                late = bus.JobEvent(
+                    job_id=job.id,
+                    attempt=1,
+                    seq=10_000,
+                    type=bus.EventType.SUCCEEDED,
+                    worker_id="zombie",
+                    time=time.time(),
+                    result=bus.ResultInfo("bogus", "wav", 24000, 1.0, 1, "00"),
+                )
+                await nc.jetstream().publish(late.subject, late.encode())
+                await nc.close()
+                forged = True
+        assert victim is not None and forged
+        await events_settled(stack)
+        final = (await stub.GetJob(pb.GetJobRequest(job_id=job.id))).job
+        assert final.state == State.STATE_SUCCEEDED, final.error
+        assert final.attempt == 2
+        assert final.result.artifact == bus.result_object_name(job.id, 2)
+        versions = await history(stub, job.id)
+        assert sum(v.state == State.STATE_SUCCEEDED for v in versions) == 1
+        assert all(v.worker_id != "zombie" for v in versions)
+
+
+async def test_stalled_worker_wakes_up_and_is_fenced(make_stack: StackFactory) -> None:
+    stack = make_stack(workers=2).start()
+    async with grpc.aio.insecure_channel(stack.listen) as channel:
+        stub = pb_grpc.DubbingServiceStub(channel)
+        job = (await stub.SubmitDub(pb.SubmitDubRequest(request=long_request(150)))).job
+        stalled: ManagedProcess | None = None
+        async for response in stub.WatchJob(pb.WatchJobRequest(job_id=job.id)):
+            if stalled is None and response.job.state == State.STATE_RUNNING:
+                stalled = worker_running(stack, response.job)
+                stalled.signal(signal.SIGSTOP)  # stops heartbeating: redelivered after ack_wait
+        assert stalled is not None
+        final = (await stub.GetJob(pb.GetJobRequest(job_id=job.id))).job
+        assert final.state == State.STATE_SUCCEEDED and final.attempt == 2
+
+        # Wake the stalled attempt; it finishes and reports, too late.
+        stalled.signal(signal.SIGCONT)
+        await asyncio.to_thread(stalled.wait_for, "job_finished", 60)
+        await events_settled(stack)
+        after = (await stub.GetJob(pb.GetJobRequest(job_id=job.id))).job
+        assert after == final, "a superseded attempt changed the job"
+        versions = await history(stub, job.id)
+        assert sum(v.state == State.STATE_SUCCEEDED for v in versions) == 1
+        assert all(v.attempt == 2 for v in versions if v.state == State.STATE_SUCCEEDED)
+
+
+async def test_jobs_accepted_while_nats_is_down_are_delivered(make_stack: StackFactory) -> None:
+    stack = make_stack().start()
+    async with grpc.aio.insecure_channel(stack.listen) as channel:
+        stub = pb_grpc.DubbingServiceStub(channel)
+        stack.nats.stop()
+        accepted = []
+        for i in range(5):
+            request = transcript_request(request_id=f"outage-{i}")
+            accepted.append((await stub.SubmitDub(pb.SubmitDubRequest(request=request))).job)
+        assert all(j.state == State.STATE_QUEUED for j in accepted)
+
+        stack.nats.start().wait_for("Server is ready")
+        for job in accepted:
+            final = [r.job async for r in stub.WatchJob(pb.WatchJobRequest(job_id=job.id))][-1]
+            assert final.state == State.STATE_SUCCEEDED, final.error
+            assert final.attempt == 1
+
+
+async def test_watch_resumes_across_gateway_restart(make_stack: StackFactory) -> None:
+    stack = make_stack().start()
+    async with DubbingClient(stack.listen) as client:
+        job = await client.submit(long_request(120))
+        seen: list[pb.Job] = []
+        restarted = False
+        async for current in client.watch(job.id):
+            seen.append(current)
+            if not restarted and current.state == State.STATE_RUNNING:
+                stack.gateway.stop()
+                stack.gateway.start().wait_for("gateway_ready")
+                restarted = True
+        assert restarted
+        sequences = [j.sequence for j in seen]
+        assert sequences == list(range(1, len(seen) + 1)), "missed or repeated a change"
+        assert seen[-1].state == State.STATE_SUCCEEDED
+        assert await client.get(job.id) == seen[-1]
