@@ -72,7 +72,7 @@ class RichError:
 
 async def rich_error(err: grpc.aio.AioRpcError) -> RichError:
     """The google.rpc.Status details of a failed call (AIP-193)."""
-    st = await rpc_status.aio.from_call(err)  # type: ignore[attr-defined]
+    st = rpc_status.from_call(err)  # type: ignore[arg-type]  # AioRpcError has the same accessors
     assert st is not None, f"no rich status on {err.code()}: {err.details()}"
     info = errors.error_info(st)
     assert info is not None, "every error must carry an ErrorInfo"

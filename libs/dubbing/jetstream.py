@@ -161,3 +161,18 @@ async def results_store(js: JetStreamContext, *, replicas: int = 1) -> ObjectSto
 
 def jetstream(nc: NATS, **kwargs: Any) -> JetStreamContext:
     return nc.jetstream(**kwargs)
+
+
+async def close(nc: NATS, *, timeout: float = 2.0) -> None:
+    """Flush what was published (acks included), then close.
+
+    Not ``drain()``: it waits for every subscription's pending queue to empty,
+    and a pull subscription can hold replies that nobody will ever read, which
+    makes drain hang until the process is killed.
+    """
+    try:
+        if nc.is_connected:
+            await nc.flush(timeout=timeout)
+    except Exception as exc:
+        log.debug("nats_flush_failed", error=repr(exc))
+    await nc.close()

@@ -17,6 +17,14 @@ class StartupError(Exception):
     """A dependency (NATS, the database) is unreachable or misconfigured at start-up."""
 
 
+def _dump_tasks() -> None:
+    """SIGUSR1: print every asyncio task's stack, to see what a stuck process waits on."""
+    for task in asyncio.all_tasks():
+        print(f"--- {task.get_name()}", file=sys.stderr)
+        task.print_stack(file=sys.stderr)
+    sys.stderr.flush()
+
+
 def serve(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     """Run `main(stop)`; the first SIGINT/SIGTERM sets `stop`, a second one exits at once.
 
@@ -36,6 +44,7 @@ def serve(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
 
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, on_signal, signum)
+        loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
         await main(stop)
 
     try:

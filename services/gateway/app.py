@@ -115,8 +115,7 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await hub.stop()
-    with contextlib.suppress(Exception):
-        await nc.drain()
+    await jetstream.close(nc)
     await store.close()
     log.info("gateway_stopped")
 

@@ -52,7 +52,10 @@ class WorkerRegistry:
             except NoKeysError:
                 keys = []
             now = time.monotonic()
-            seen: dict[str, _Seen] = {}
+            # An empty listing carries no information: the adverts bucket is in
+            # memory, so a restarted nats-server lists nothing until workers
+            # re-advertise. Known adverts then age out through live() instead.
+            seen: dict[str, _Seen] = {} if keys else dict(self._seen)
             for key in keys:
                 entry = await self._kv.get(key)
                 if entry.value is None:

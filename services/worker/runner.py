@@ -125,7 +125,7 @@ class Worker:
         await cancel_sub.unsubscribe()
         for provider in self.providers.values():
             await provider.aclose()
-        await nc.drain()
+        await jetstream.close(nc)
         log.info("worker_stopped")
 
     async def _drain_in_flight(self) -> None:

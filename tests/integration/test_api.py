@@ -142,7 +142,7 @@ def _with_segments(*segs: pb.Segment) -> pb.DubRequest:
 SEGMENTS = "request.transcript.transcript.segments"
 
 INVALID_REQUESTS = {
-    "no_work": (pb.DubRequest(target_language="fr"), "request"),
+    "no_work": (pb.DubRequest(target_language="fr"), "request.work"),
     "empty_segments": (transcript_request([]), SEGMENTS),
     "end_before_start": (_with_segments(segment(2.0, 1.0, "Salut")), f"{SEGMENTS}[0].end"),
     "end_equals_start": (_with_segments(segment(1.0, 1.0, "Salut")), f"{SEGMENTS}[0].end"),

@@ -125,6 +125,10 @@ async def test_jobs_accepted_while_nats_is_down_are_delivered(make_stack: StackF
     stack = make_stack().start()
     async with grpc.aio.insecure_channel(stack.listen) as channel:
         stub = pb_grpc.DubbingServiceStub(channel)
+        # One job end to end first: the gateway has then seen the worker's advert.
+        warm = (await stub.SubmitDub(pb.SubmitDubRequest(request=transcript_request()))).job
+        states = [r.job.state async for r in stub.WatchJob(pb.WatchJobRequest(job_id=warm.id))]
+        assert states[-1] == State.STATE_SUCCEEDED
         stack.nats.stop()
         accepted = []
         for i in range(5):

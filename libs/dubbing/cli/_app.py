@@ -319,7 +319,8 @@ def get(
         if as_json:
             typer.echo(MessageToJson(job))
         else:
-            _render.out.print(_render.job_table(job))
+            for line in _render.job_lines(job):
+                _render.out.print(line)
         return 0
 
     _run(ctx, run)
@@ -350,7 +351,7 @@ def list_jobs(
         if as_json:
             typer.echo(MessageToJson(pb.ListJobsResponse(jobs=jobs)))
         elif jobs:
-            _render.out.print(_render.jobs_table(jobs))
+            _render.print_table(_render.jobs_table(jobs))
         else:
             _render.err.print("no jobs")
         return 0
@@ -386,7 +387,7 @@ def languages(
         if as_json:
             typer.echo(MessageToJson(pb.ListLanguagesResponse(providers=providers)))
         elif providers:
-            _render.out.print(_render.languages_table(providers))
+            _render.print_table(_render.languages_table(providers))
         else:
             _render.err.print("no live workers advertise any provider")
         return 0

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from datetime import UTC
 
 from google.protobuf import timestamp_pb2
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -111,10 +113,20 @@ def print_message_error(message: str) -> None:
     err.print(Text.assemble(("error:", "bold red"), " ", message))
 
 
-def job_table(job: pb.Job) -> Table:
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold")
-    grid.add_column()
+def print_table(table: Table) -> None:
+    """Print a table; when stdout is not a terminal, wide enough that nothing is cut."""
+    if out.is_terminal:
+        out.print(table)
+        return
+    needed = Measurement.get(out, out.options.update_width(10_000), table).maximum
+    wide = Console(
+        file=sys.stdout, width=max(out.width, needed), highlight=False, markup=False, soft_wrap=True
+    )
+    wide.print(table)
+
+
+def job_lines(job: pb.Job) -> list[str]:
+    """``key  value`` lines describing a job, for ``dubbing get``."""
     req = job.request
     rows: list[tuple[str, str]] = [
         ("id", job.id),
@@ -149,9 +161,8 @@ def job_table(job: pb.Job) -> Table:
         info = errors.error_info(job.error)
         rows.append(("reason", info.reason if info is not None else "-"))
         rows.append(("error", job.error.message))
-    for key, value in rows:
-        grid.add_row(key, value)
-    return grid
+    width = max(len(key) for key, _ in rows)
+    return [f"{key:<{width}}  {value}" for key, value in rows]
 
 
 def jobs_table(jobs: Iterable[pb.Job]) -> Table:

@@ -41,7 +41,13 @@ _RETRY_SUBMIT: frozenset[grpc.StatusCode] = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 )
 
-_CHANNEL_OPTIONS = [("grpc.primary_user_agent", "dubbing-client/0.1")]
+_CHANNEL_OPTIONS = [
+    ("grpc.primary_user_agent", "dubbing-client/0.1"),
+    # After a lost connection, RPCs fail fast while the channel waits to reconnect; cap
+    # that wait (default up to 120 s) so a restarted gateway is found again quickly.
+    ("grpc.initial_reconnect_backoff_ms", 500),
+    ("grpc.max_reconnect_backoff_ms", 5000),
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,19 +55,51 @@ class RetryPolicy:
     """How the client retries calls that failed with UNAVAILABLE (AIP-194).
 
     Sleeps use full jitter: before retry ``n`` (1-based) the client sleeps a random
-    time in ``[0, min(max_backoff, initial_backoff * 2**(n-1))]``. The same policy
-    bounds the reconnections of :meth:`DubbingClient.watch` and ``download``:
-    ``max_attempts`` consecutive failures without progress end them.
+    time in ``[0, min(max_backoff, initial_backoff * 2**(n-1))]``.
+
+    Attributes:
+        max_attempts: attempts of a unary call (the first one included).
+        initial_backoff: the first backoff window, seconds.
+        max_backoff: the largest backoff window, seconds.
+        reconnect_timeout: how long the streams (:meth:`DubbingClient.watch`,
+            ``download``) keep reconnecting after UNAVAILABLE before giving up, counted
+            from the first failure since the stream last delivered something new; long
+            enough to ride out a gateway restart.
     """
 
     max_attempts: int = 5
     initial_backoff: float = 0.5
     max_backoff: float = 10.0
+    reconnect_timeout: float = 60.0
 
     def backoff(self, failures: int) -> float:
         """The sleep before the retry that follows ``failures`` consecutive failures."""
         high = min(self.max_backoff, self.initial_backoff * 2 ** max(0, failures - 1))
         return random.uniform(0.0, high)
+
+
+class _Reconnects:
+    """Consecutive failures of a stream and the sleeps between its reconnections."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self._policy = policy
+        self._failures = 0
+        self._since: float | None = None
+
+    def progressed(self) -> None:
+        self._failures = 0
+        self._since = None
+
+    async def pause(self, error: DubbingError) -> None:
+        """Sleep before the next reconnection, or raise ``error`` once the time is up."""
+        now = asyncio.get_running_loop().time()
+        if self._since is None:
+            self._since = now
+        self._failures += 1
+        remaining = self._policy.reconnect_timeout - (now - self._since)
+        if remaining <= 0:
+            raise error
+        await asyncio.sleep(min(remaining, self._policy.backoff(self._failures)))
 
 
 def _is_retryable(codes: Collection[grpc.StatusCode]) -> Callable[[BaseException], bool]:
@@ -155,12 +193,6 @@ class DubbingClient:
             raise DubbingError.from_rpc_error(exc) from None
         raise AssertionError("unreachable: tenacity either returns or raises")
 
-    async def _sleep_before_retry(self, failures: int, exc: grpc.aio.AioRpcError) -> None:
-        """Sleep before reconnecting a stream, or raise once failures reach the limit."""
-        if failures >= self.retry.max_attempts:
-            raise DubbingError.from_rpc_error(exc) from None
-        await asyncio.sleep(self.retry.backoff(failures))
-
     # -- jobs ------------------------------------------------------------------------
 
     async def submit(self, request: pb.DubRequest) -> pb.Job:
@@ -244,13 +276,13 @@ class DubbingClient:
         breaks with UNAVAILABLE (gateway restarted, connection lost), the client
         reconnects with ``after_sequence`` set to the last sequence it yielded, so each
         change is yielded once, in order (anything at or below that sequence is
-        dropped). Ends after yielding a terminal job. Raises Unavailable after
-        ``retry.max_attempts`` consecutive failed reconnections, and the matching
+        dropped). Ends after yielding a terminal job. Raises Unavailable when
+        reconnecting fails for ``retry.reconnect_timeout`` seconds, and the matching
         DubbingError for any other error (e.g. NotFound, or UNIMPLEMENTED from an old
         gateway).
         """
         last = after_sequence
-        failures = 0
+        reconnects = _Reconnects(self.retry)
         while True:
             call = self._stub.WatchJob(pb.WatchJobRequest(job_id=job_id, after_sequence=last))
             try:
@@ -259,15 +291,15 @@ class DubbingClient:
                     if job.sequence <= last:
                         continue
                     last = job.sequence
-                    failures = 0
+                    reconnects.progressed()
                     yield job
                     if is_terminal(job):
                         return
             except grpc.aio.AioRpcError as exc:
+                error = DubbingError.from_rpc_error(exc)
                 if exc.code() != grpc.StatusCode.UNAVAILABLE:
-                    raise DubbingError.from_rpc_error(exc) from None
-                failures += 1
-                await self._sleep_before_retry(failures, exc)
+                    raise error from None
+                await reconnects.pause(error)
                 continue
             finally:
                 call.cancel()
@@ -276,17 +308,16 @@ class DubbingClient:
             job = await self.get(job_id)
             if job.sequence > last:
                 last = job.sequence
-                failures = 0
+                reconnects.progressed()
                 yield job
             if is_terminal(job):
                 return
-            failures += 1
-            if failures >= self.retry.max_attempts:
-                raise Unavailable(
+            await reconnects.pause(
+                Unavailable(
                     f"the watch of job {job_id} keeps ending before the job finishes",
                     reason="WATCH_ENDED",
                 )
-            await asyncio.sleep(self.retry.backoff(failures))
+            )
 
     async def wait(
         self,
@@ -374,7 +405,8 @@ class DubbingClient:
 
     async def _download_into(self, job_id: str, out: BinaryIO) -> pb.DubResult:
         start = out.tell() if out.seekable() else None
-        failures = 0
+        # Every attempt starts over, so a chunk is no progress: one budget for all.
+        reconnects = _Reconnects(self.retry)
         while True:
             call = self._stub.DownloadResult(pb.DownloadResultRequest(job_id=job_id))
             digest = hashlib.sha256()
@@ -394,10 +426,10 @@ class DubbingClient:
                         out.write(response.chunk)
                         size += len(response.chunk)
             except grpc.aio.AioRpcError as exc:
+                error = DubbingError.from_rpc_error(exc)
                 if exc.code() != grpc.StatusCode.UNAVAILABLE or (size and start is None):
-                    raise DubbingError.from_rpc_error(exc) from None
-                failures += 1
-                await self._sleep_before_retry(failures, exc)
+                    raise error from None
+                await reconnects.pause(error)
                 if start is not None:
                     out.seek(start)
                     out.truncate()

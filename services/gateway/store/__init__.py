@@ -6,6 +6,7 @@ the store opens. See :mod:`gateway.store.store` for how writes are batched.
 """
 
 from gateway.store.errors import JobNotFound, RequestIdReused, StoreError, StoreUnavailable
+from gateway.store.ids import new_job_id
 from gateway.store.store import Cursor, JobStore, OutboxRow, WriterStats, open_store
 
 __all__ = [
@@ -17,5 +18,6 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "WriterStats",
+    "new_job_id",
     "open_store",
 ]

@@ -7,7 +7,6 @@ The gRPC layer maps :class:`StoreUnavailable` to ``UNAVAILABLE`` (reason
 
 from __future__ import annotations
 
-import asyncpg.exceptions
 from sqlalchemy import exc as sa_exc
 
 
@@ -39,30 +38,28 @@ class StoreUnavailable(StoreError):
     """The database cannot be reached (or the store is closed); retrying later may work."""
 
 
-# Driver errors meaning "the server or the connection is gone / busy", as opposed to
-# "this statement is wrong". asyncpg raises them either bare (while connecting) or
-# as the cause of a SQLAlchemy DBAPIError.
-_ASYNCPG_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    asyncpg.exceptions.PostgresConnectionError,  # SQLSTATE class 08
-    asyncpg.exceptions.OperatorInterventionError,  # 57: admin shutdown, cannot connect now
-    asyncpg.exceptions.InsufficientResourcesError,  # 53: too many connections, disk full
-    asyncpg.exceptions.InterfaceError,  # "connection is closed"
-)
+# Errors meaning "the server or the connection is gone or overloaded", as opposed
+# to "this statement is wrong". SQLite reports a locked or unopenable file as
+# OperationalError; asyncpg raises OSError while connecting.
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
     sa_exc.OperationalError,
-    sa_exc.InterfaceError,
+    sa_exc.InterfaceError,  # e.g. asyncpg's "connection is closed"
     sa_exc.TimeoutError,  # pool checkout timed out
-    OSError,  # connection refused/reset, unreachable host
+    OSError,  # connection refused or reset, host unreachable
     TimeoutError,
-    *_ASYNCPG_UNAVAILABLE,
 )
+# PostgreSQL SQLSTATE classes with the same meaning: 08 connection exception,
+# 53 insufficient resources (too many connections, disk full), 57P operator
+# intervention (shutdown, "the database system is starting up"). asyncpg's
+# exceptions carry `sqlstate`; SQLAlchemy wraps them (as `orig`, whose cause is
+# the asyncpg exception).
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57P")
 
 
 def is_unavailable(exc: BaseException) -> bool:
     """Whether `exc` (or what it wraps) says the database is unreachable rather than wrong.
 
-    SQLite reports a locked or unopenable file as OperationalError, which also
-    counts: both are transient from a client's point of view.
+    Both are transient from a client's point of view: retrying later may work.
     """
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -73,6 +70,9 @@ def is_unavailable(exc: BaseException) -> bool:
         if isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated:
             return True
         if isinstance(current, _UNAVAILABLE):
+            return True
+        sqlstate = getattr(current, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
             return True
         orig = current.orig if isinstance(current, sa_exc.DBAPIError) else None
         current = orig if isinstance(orig, BaseException) else current.__cause__

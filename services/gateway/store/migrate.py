@@ -7,10 +7,11 @@ replica that waited finds the schema current and does nothing). On SQLite the
 transaction starts with ``BEGIN IMMEDIATE``, which serializes writers across
 processes the same way.
 
-To add a migration: ``alembic -x ... revision`` is not wired up (there is no
-alembic.ini); copy ``versions/0001_initial.py`` to ``versions/0002_<what>.py``,
-set ``revision = "0002"`` and ``down_revision = "0001"``, and keep
-``gateway.store.schema`` in step (the integration tests compare the two).
+To add a migration, copy ``versions/0001_initial.py`` to
+``versions/0002_<what>.py`` (there is no alembic.ini; ``script.py.mako`` is the
+template), set ``revision = "0002"`` and ``down_revision = "0001"``, and keep
+``gateway.store.schema`` in step: the integration tests compare the migrated
+database with it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 MIGRATIONS_DIR = Path(__file__).resolve().with_name("migrations")
 # Arbitrary, fixed: every replica of every version must use the same key.
@@ -54,27 +54,23 @@ def current_revision(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
-def _upgrade_sync(connection: Connection) -> None:
-    command.upgrade(alembic_config(connection), "head")
+def upgrade_sync(connection: Connection, *, schema: str | None = None) -> None:
+    """Bring the database to the head revision, inside the caller's transaction.
 
-
-async def upgrade(engine: AsyncEngine, *, schema: str | None = None) -> None:
-    """Bring the database to the head revision; safe to call from many replicas at once.
-
-    `schema` (PostgreSQL only) is created first when it does not exist; the engine's
-    connections must already have it first on their search_path.
+    Safe to run from many replicas at once (see the module docstring). `schema`
+    (PostgreSQL only) is created first when missing; the connection must already
+    have it first on its search_path.
     """
-    async with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
-            if schema is not None:
-                exists = await conn.scalar(
-                    text("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = :s)"),
-                    {"s": schema},
-                )
-                # Only CREATE when missing: CREATE SCHEMA IF NOT EXISTS still needs
-                # the CREATE privilege, which a locked-down role may not have.
-                if not exists:
-                    quoted = conn.dialect.identifier_preparer.quote_identifier(schema)
-                    await conn.execute(text(f"CREATE SCHEMA {quoted}"))
-        await conn.run_sync(_upgrade_sync)
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
+        if schema is not None:
+            exists = connection.scalar(
+                text("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = :s)"),
+                {"s": schema},
+            )
+            # Only CREATE when missing: CREATE SCHEMA IF NOT EXISTS still needs the
+            # CREATE privilege, which a locked-down role may not have.
+            if not exists:
+                quoted = connection.dialect.identifier_preparer.quote_identifier(schema)
+                connection.execute(text(f"CREATE SCHEMA {quoted}"))
+    command.upgrade(alembic_config(connection), "head")

@@ -40,9 +40,7 @@ job_history = sa.Table(
     sa.Column("job_id", sa.String(), primary_key=True),
     sa.Column("sequence", sa.BigInteger(), primary_key=True),
     sa.Column("snapshot", sa.LargeBinary(), nullable=False),
-    sa.ForeignKeyConstraint(
-        ["job_id"], ["jobs.id"], name="fk_job_history_job", ondelete="CASCADE"
-    ),
+    sa.ForeignKeyConstraint(["job_id"], ["jobs.id"], name="fk_job_history_job", ondelete="CASCADE"),
 )
 
 outbox = sa.Table(

@@ -9,9 +9,8 @@ There is no offline (SQL script) mode and no ``alembic.ini``.
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy.engine import Connection
-
 from gateway.store.schema import metadata
+from sqlalchemy.engine import Connection
 
 
 def run_migrations_online() -> None:

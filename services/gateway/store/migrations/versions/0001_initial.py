@@ -35,9 +35,7 @@ def upgrade() -> None:
         sa.Column("snapshot", sa.LargeBinary(), nullable=False),
         sa.UniqueConstraint("request_id", name="uq_jobs_request_id"),
     )
-    op.create_index(
-        "ix_jobs_newest", "jobs", [sa.text("create_time_ns DESC"), sa.text("id DESC")]
-    )
+    op.create_index("ix_jobs_newest", "jobs", [sa.text("create_time_ns DESC"), sa.text("id DESC")])
     op.create_index("ix_jobs_state_created", "jobs", ["state", "create_time_ns", "id"])
 
     op.create_table(
