@@ -103,6 +103,8 @@ class Worker:
                 ),
             )
             loops.append(asyncio.create_task(self._fetch_loop(sub, provider)))
+        # Ready means discoverable: the first advert is stored before we say so.
+        await self._advertise_once()
         advert = asyncio.create_task(self._advertise())
         log.info(
             "worker_ready",
@@ -355,15 +357,18 @@ class Worker:
             )
         return out
 
-    async def _advertise(self) -> None:
+    async def _advertise_once(self) -> None:
         assert self._workers_kv is not None
+        for advert in self._adverts():
+            await self._workers_kv.put(advert.key, advert.encode())
+
+    async def _advertise(self) -> None:
         while True:
-            for advert in self._adverts():
-                try:
-                    await self._workers_kv.put(advert.key, advert.encode())
-                except Exception as exc:
-                    log.warning("advert_failed", error=repr(exc))
             await asyncio.sleep(self.settings.advert_interval_seconds)
+            try:
+                await self._advertise_once()
+            except Exception as exc:  # NATS away: the next tick tries again
+                log.warning("advert_failed", error=repr(exc))
 
     async def _withdraw_adverts(self) -> None:
         assert self._workers_kv is not None

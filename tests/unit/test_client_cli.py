@@ -50,7 +50,7 @@ from typer.testing import CliRunner
 State = pb.Job.State
 Context = grpc.aio.ServicerContext[Any, Any]
 
-FAST = RetryPolicy(max_attempts=3, initial_backoff=0.0, max_backoff=0.0)
+FAST = RetryPolicy(max_attempts=3, initial_backoff=0.0, max_backoff=0.0, reconnect_timeout=5.0)
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "transcript.json"
 BAD_SEGMENT = ("request.transcript.transcript.segments[2].end", "must be after start")
 
@@ -427,6 +427,14 @@ async def test_watch_resumes_after_unavailable_without_duplicates(
     assert fake.watch_requests == [0, 2]
     assert [j.stage for j in seen] == ["queued", "synthesizing", "mixing", "done"]
     assert seen[-1].state == State.STATE_SUCCEEDED
+
+
+async def test_watch_gives_up_after_the_reconnect_timeout(closed_port: int) -> None:
+    policy = RetryPolicy(initial_backoff=0.0, max_backoff=0.0, reconnect_timeout=0.0)
+    async with DubbingClient(f"127.0.0.1:{closed_port}", retry=policy) as c:
+        with pytest.raises(Unavailable):
+            async for _ in c.watch("job-1"):
+                pass
 
 
 async def test_watch_after_sequence_skips_what_the_caller_saw(

@@ -98,7 +98,7 @@ class _Reconnects:
         self._failures += 1
         remaining = self._policy.reconnect_timeout - (now - self._since)
         if remaining <= 0:
-            raise error
+            raise error from None
         await asyncio.sleep(min(remaining, self._policy.backoff(self._failures)))
 
 
