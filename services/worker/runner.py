@@ -65,6 +65,8 @@ class Worker:
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._inflight: dict[str, _InFlight] = {}
         self._stopping = asyncio.Event()
+        # Set once the worker is claiming jobs and its advert is stored.
+        self.ready = asyncio.Event()
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
         self._results: ObjectStore | None = None
@@ -106,6 +108,7 @@ class Worker:
         # Ready means discoverable: the first advert is stored before we say so.
         await self._advertise_once()
         advert = asyncio.create_task(self._advertise())
+        self.ready.set()
         log.info(
             "worker_ready",
             worker_id=self.worker_id,

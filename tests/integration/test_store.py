@@ -506,6 +506,8 @@ async def test_close_drains_queued_writes_then_rejects(backend: Backend) -> None
     assert all(created for _, created in results)
     with pytest.raises(StoreUnavailable):
         await submit(first)
+    with pytest.raises(StoreUnavailable):
+        await first.get(results[0][0].id)
     await first.close()  # idempotent
 
     second = await backend.open()
@@ -586,16 +588,17 @@ async def test_reconnects_after_the_server_drops_connections(
     job, _ = await submit(store)
     assert await store.get(job.id) == job
 
+    # Only this store's connections (internal API), not those of anything else
+    # sharing the server: the pools hold one writer and, used serially, one reader.
+    def backend_pid(conn: sa.Connection) -> int:
+        return int(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+
+    pids = [await store._db.write(backend_pid), await store._db.read(backend_pid)]
     raw = backend.raw_engine()
     try:
         async with raw.connect() as conn:
-            killed = await conn.scalar(
-                sa.text(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE application_name = 'dubbing-gateway' AND pid <> pg_backend_pid()"
-                )
-            )
-        assert killed
+            for pid in pids:
+                assert await conn.scalar(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
     finally:
         await raw.dispose()
 

@@ -380,6 +380,8 @@ class JobStore:
     # -- internals ----------------------------------------------------------
 
     async def _read(self, what: str, stmt: sa.Executable) -> list[Row[Any]]:
+        if self._closed:
+            raise StoreUnavailable("the job store is closed")
         try:
             return await self._db.read(functools.partial(_fetch, stmt))
         except Exception as exc:
