@@ -22,9 +22,10 @@ idempotently, in order, and fenced by attempt.
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 JOBS_STREAM = "DUBBING_JOBS"
@@ -132,6 +133,12 @@ class EventType(enum.StrEnum):
 TERMINAL_EVENTS = frozenset({EventType.SUCCEEDED, EventType.FAILED, EventType.CANCELLED})
 
 
+def _known_fields(cls: type, raw: dict[str, Any]) -> dict[str, Any]:
+    """Drop fields this version does not know, so a newer peer can add some."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in raw.items() if k in names}
+
+
 @dataclass(frozen=True, slots=True)
 class ResultInfo:
     artifact: str
@@ -181,13 +188,13 @@ class JobEvent:
 
     @classmethod
     def decode(cls, data: bytes) -> JobEvent:
-        raw: dict[str, Any] = json.loads(data)
+        raw = _known_fields(cls, json.loads(data))
         result = raw.pop("result", None)
         error = raw.pop("error", None)
         return cls(
             **{**raw, "type": EventType(raw["type"])},
-            result=ResultInfo(**result) if result else None,
-            error=ErrorDetail(**error) if error else None,
+            result=ResultInfo(**_known_fields(ResultInfo, result)) if result else None,
+            error=ErrorDetail(**_known_fields(ErrorDetail, error)) if error else None,
         )
 
 
@@ -214,15 +221,21 @@ class WorkerAdvert:
 
     @property
     def key(self) -> str:
-        # KV keys allow [-/_=.a-zA-Z0-9]; worker ids are hostnames and pids.
-        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in self.worker_id)
-        return f"{self.provider}.{safe}"
+        # KV keys allow only [-/_=.a-zA-Z0-9]. The digest keeps two worker ids
+        # that sanitise alike ("a.b", "a_b") from overwriting each other.
+        safe = "".join(
+            c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in self.worker_id
+        )
+        digest = hashlib.sha256(self.worker_id.encode()).hexdigest()[:8]
+        return f"{self.provider}.{safe}-{digest}"
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
 
     @classmethod
     def decode(cls, data: bytes) -> WorkerAdvert:
-        raw: dict[str, Any] = json.loads(data)
-        langs = [LanguageAdvert(**lang) for lang in raw.pop("languages")]
+        raw = _known_fields(cls, json.loads(data))
+        langs = [
+            LanguageAdvert(**_known_fields(LanguageAdvert, lang)) for lang in raw.pop("languages")
+        ]
         return cls(**raw, languages=langs)

@@ -157,6 +157,14 @@ class ManagedProcess:
             self._reader.join(5)
         return self._proc.returncode
 
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the process to exit by itself; returns its exit code."""
+        assert self._proc is not None
+        code = self._proc.wait(timeout)
+        if self._reader is not None:
+            self._reader.join(5)
+        return code
+
     def kill(self) -> None:
         assert self._proc is not None
         self._proc.kill()

@@ -59,22 +59,27 @@ async def connect(url: str, *, name: str, connect_timeout: float) -> NATS:
     servers = [s.strip() for s in url.split(",") if s.strip()]
     deadline = time.monotonic() + connect_timeout
     last: Exception | None = None
-    while time.monotonic() < deadline:
+    while (remaining := deadline - time.monotonic()) > 0:
         try:
-            return await nats.connect(
-                servers=servers,
-                name=name,
-                connect_timeout=min(2.0, max(0.1, deadline - time.monotonic())),
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
-                disconnected_cb=on_disconnected,
-                reconnected_cb=on_reconnected,
-                error_cb=on_error,
+            # nats-py applies max_reconnect_attempts=-1 to the first connect too,
+            # retrying forever inside connect(): bound it from outside.
+            return await asyncio.wait_for(
+                nats.connect(
+                    servers=servers,
+                    name=name,
+                    connect_timeout=min(2.0, max(0.1, remaining)),
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    disconnected_cb=on_disconnected,
+                    reconnected_cb=on_reconnected,
+                    error_cb=on_error,
+                ),
+                timeout=remaining,
             )
         except Exception as exc:  # nats-py raises several unrelated types here
             last = exc
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
     raise BusUnavailable(
         f"cannot reach NATS at {url} within {connect_timeout:g}s ({last!r}); "
         "is nats-server running with JetStream enabled (-js)?"
@@ -163,7 +168,7 @@ def jetstream(nc: NATS, **kwargs: Any) -> JetStreamContext:
     return nc.jetstream(**kwargs)
 
 
-async def close(nc: NATS, *, timeout: float = 2.0) -> None:
+async def close(nc: NATS, *, flush_seconds: int = 2) -> None:
     """Flush what was published (acks included), then close.
 
     Not ``drain()``: it waits for every subscription's pending queue to empty,
@@ -172,7 +177,7 @@ async def close(nc: NATS, *, timeout: float = 2.0) -> None:
     """
     try:
         if nc.is_connected:
-            await nc.flush(timeout=timeout)
+            await nc.flush(timeout=flush_seconds)
     except Exception as exc:
         log.debug("nats_flush_failed", error=repr(exc))
     await nc.close()

@@ -18,6 +18,7 @@ Every applied change increments ``Job.sequence`` by one; watchers resume by it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -103,7 +104,9 @@ def apply_event(job: pb.Job, last_event_seq: int, event: JobEvent) -> Applied | 
         if not new.HasField("start_time"):
             new.start_time.CopyFrom(timestamp(event.time))
         new.stage = event.stage or new.stage
-        new.progress = max(0.0, min(1.0, event.progress))
+        # min(1.0, nan) is 1.0: a NaN would claim completion; treat it as none.
+        progress = 0.0 if math.isnan(event.progress) else event.progress
+        new.progress = max(0.0, min(1.0, progress))
     elif event.type is EventType.RETRYING:
         new.state = State.STATE_QUEUED
         new.stage = "retrying"
@@ -154,16 +157,18 @@ def apply_event(job: pb.Job, last_event_seq: int, event: JobEvent) -> Applied | 
     return Applied(new, event.seq)
 
 
-class NotCancellable(Exception):
+class JobAlreadyFinished(Exception):
+    """The job is terminal, so it can no longer be cancelled or failed."""
+
     def __init__(self, job: pb.Job) -> None:
         super().__init__(f"job {job.id} already ended as {State.Name(job.state)}")
         self.job = job
 
 
 def cancel(job: pb.Job, now: float) -> pb.Job:
-    """The job cancelled by a client; raises NotCancellable when it already ended."""
+    """The job cancelled by a client; raises JobAlreadyFinished when it already ended."""
     if is_terminal(job):
-        raise NotCancellable(job)
+        raise JobAlreadyFinished(job)
     new = pb.Job()
     new.CopyFrom(job)
     new.state = State.STATE_CANCELLED
@@ -177,7 +182,7 @@ def cancel(job: pb.Job, now: float) -> pb.Job:
 def fail(job: pb.Job, now: float, *, code: str, reason: str, message: str) -> pb.Job:
     """The job failed by the gateway itself (e.g. its message hit max deliveries)."""
     if is_terminal(job):
-        raise NotCancellable(job)
+        raise JobAlreadyFinished(job)
     new = pb.Job()
     new.CopyFrom(job)
     new.state = State.STATE_FAILED

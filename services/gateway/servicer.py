@@ -19,10 +19,17 @@ from nats.aio.client import Client as NATS
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from gateway import ids, pagination, rpc_errors
+from gateway import pagination, rpc_errors
 from gateway.outbox import OutboxRelay
 from gateway.registry import WorkerRegistry
-from gateway.store import Cursor, JobNotFound, JobStore, RequestIdReused, StoreUnavailable
+from gateway.store import (
+    Cursor,
+    JobNotFound,
+    JobStore,
+    RequestIdReused,
+    StoreUnavailable,
+    new_job_id,
+)
 from gateway.validation import Limits, request_hash, validate_submit_request
 from gateway.watch import WatchHub
 
@@ -120,7 +127,7 @@ class DubbingServicer(pb_grpc.DubbingServiceServicer):
         stored_request = pb.DubRequest()
         stored_request.CopyFrom(req)
         stored_request.provider = provider
-        job = jobstate.new_job(ids.new_job_id(), stored_request, time.time())
+        job = jobstate.new_job(new_job_id(), stored_request, time.time())
         message = bus.JobMessage(
             job_id=job.id, kind=kind, provider=provider, request=stored_request.SerializeToString()
         )
@@ -279,7 +286,7 @@ class DubbingServicer(pb_grpc.DubbingServiceServicer):
                 f"job {request.job_id!r} not found",
                 metadata={"job_id": request.job_id},
             )
-        except jobstate.NotCancellable as exc:
+        except jobstate.JobAlreadyFinished as exc:
             state = pb.Job.State.Name(exc.job.state)
             await rpc_errors.abort(
                 context,

@@ -26,13 +26,17 @@ async def submit(stub: pb_grpc.DubbingServiceAsyncStub, request: pb.DubRequest) 
     return response.job
 
 
-async def watch_all(stub: pb_grpc.DubbingServiceAsyncStub, job_id: str, after: int = 0) -> list[pb.Job]:
+async def watch_all(
+    stub: pb_grpc.DubbingServiceAsyncStub, job_id: str, after: int = 0
+) -> list[pb.Job]:
     return [
         r.job async for r in stub.WatchJob(pb.WatchJobRequest(job_id=job_id, after_sequence=after))
     ]
 
 
-async def download(stub: pb_grpc.DubbingServiceAsyncStub, job_id: str) -> tuple[pb.DubResult, bytes]:
+async def download(
+    stub: pb_grpc.DubbingServiceAsyncStub, job_id: str
+) -> tuple[pb.DubResult, bytes]:
     result = None
     buf = bytearray()
     async for part in stub.DownloadResult(pb.DownloadResultRequest(job_id=job_id)):
@@ -171,7 +175,9 @@ INVALID_REQUESTS = {
 
 
 @pytest.mark.parametrize("case", sorted(INVALID_REQUESTS))
-async def test_invalid_requests_name_the_field(stub: pb_grpc.DubbingServiceAsyncStub, case: str) -> None:
+async def test_invalid_requests_name_the_field(
+    stub: pb_grpc.DubbingServiceAsyncStub, case: str
+) -> None:
     request, field = INVALID_REQUESTS[case]
     with pytest.raises(grpc.aio.AioRpcError) as exc:
         await submit(stub, request)

@@ -422,7 +422,7 @@ async def test_cancel(store: JobStore) -> None:
     assert cancelled.sequence == 2
     assert await store.get(job.id) == cancelled
 
-    with pytest.raises(jobstate.NotCancellable):
+    with pytest.raises(jobstate.JobAlreadyFinished):
         await store.cancel(job.id, time.time())
     with pytest.raises(JobNotFound) as caught:
         await store.cancel("no-such-job", time.time())

@@ -17,14 +17,12 @@ import grpc
 import nats
 import numpy as np
 import pytest
-
 from dubbing import bus
 from dubbing.devstack import GATEWAY_READY, NATS_READY, ManagedProcess, NatsServer, free_port
 from dubbing.devstack import gateway as gateway_process
 from dubbing.settings import WorkerSettings
 from dubbing.v1 import dubbing_pb2 as pb
 from dubbing.v1 import dubbing_pb2_grpc as pb_grpc
-from tests.helpers import transcript_request
 from worker.providers import (
     Capabilities,
     Gender,
@@ -36,6 +34,8 @@ from worker.providers import (
     UnsupportedError,
 )
 from worker.runner import Worker
+
+from tests.helpers import transcript_request
 
 State = pb.Job.State
 

@@ -111,7 +111,7 @@ class _Submit(_Op):
 
 
 # Given the current job and its event_seq, the new (job, event_seq) to store, or
-# None for "no change". May raise to fail just this operation (e.g. NotCancellable).
+# None for "no change". May raise to fail just this operation (e.g. JobAlreadyFinished).
 _MutateFn = Callable[[pb.Job, int], tuple[pb.Job, int] | None]
 
 
@@ -251,7 +251,7 @@ class JobStore:
     async def cancel(self, job_id: str, now: float) -> pb.Job:
         """Cancel a job on a client's behalf; returns the cancelled job.
 
-        Raises :class:`JobNotFound`, or ``jobstate.NotCancellable`` when the job already ended.
+        Raises :class:`JobNotFound`, or ``jobstate.JobAlreadyFinished`` when the job already ended.
         """
 
         def change(job: pb.Job, event_seq: int) -> tuple[pb.Job, int]:
@@ -624,7 +624,7 @@ def _apply_mutations(conn: Connection, ops: list[_Mutate]) -> list[_Outcome]:
             continue
         try:
             change = op.fn(*state)
-        except Exception as exc:  # e.g. NotCancellable: for this caller only
+        except Exception as exc:  # e.g. JobAlreadyFinished: for this caller only
             outcomes.append((op, None, exc))
             continue
         if change is None:
