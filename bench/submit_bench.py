@@ -27,12 +27,12 @@ from pathlib import Path
 
 import grpc
 import nats
+
 from dubbing import bus, jetstream
 from dubbing.devstack import GATEWAY_READY, NATS_READY, ManagedProcess, NatsServer, free_port
 from dubbing.devstack import gateway as gateway_process
 from dubbing.v1 import dubbing_pb2 as pb
 from dubbing.v1 import dubbing_pb2_grpc as pb_grpc
-
 from tests.helpers import transcript_request
 
 ECHO_READY = "echo_ready"
@@ -152,7 +152,7 @@ async def bench(total: int, concurrency: int) -> None:
         gw = gateway_process(
             {
                 "DUBBING_NATS_URL": nats_server.url,
-                "DUBBING_DATABASE_URL": f"sqlite+aiosqlite:///{db}",
+                "DUBBING_DATABASE_URL": f"sqlite:///{db}",
                 "DUBBING_LISTEN": listen,
                 "DUBBING_LOG_LEVEL": "warning",
                 "DUBBING_LOG_FORMAT": "json",

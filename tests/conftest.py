@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from dubbing.devstack import Stack, free_port
 from dubbing.v1 import dubbing_pb2_grpc as pb_grpc
 

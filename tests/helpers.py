@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
+from grpc_status import rpc_status
+
 from dubbing import errors, jobstate
 from dubbing.v1 import dubbing_pb2 as pb
-from grpc_status import rpc_status
 
 
 def segment(start: float, end: float, text: str, speaker: str = "") -> pb.Segment:

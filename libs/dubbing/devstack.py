@@ -238,7 +238,7 @@ class Stack:
         self.nats = NatsServer(data_dir / "nats", echo=echo, log_file=data_dir / "nats.log")
         self.env = {
             "DUBBING_NATS_URL": self.nats.url,
-            "DUBBING_DATABASE_URL": f"sqlite+aiosqlite:///{data_dir / 'gateway.db'}",
+            "DUBBING_DATABASE_URL": f"sqlite:///{data_dir / 'gateway.db'}",
             "DUBBING_LISTEN": listen,
             "DUBBING_LOG_FORMAT": log_format,
             **(extra_env or {}),

@@ -28,7 +28,7 @@ class CommonSettings(BaseSettings):
 
 class GatewaySettings(CommonSettings):
     listen: str = Field("127.0.0.1:50051", description="host:port the gRPC server binds")
-    database_url: str = "sqlite+aiosqlite:///var/dubbing.db"
+    database_url: str = "sqlite:///var/dubbing.db"
     # Longest transcript a job may carry (see the README's limits table).
     max_segments: int = 5000
     max_characters: int = 500_000

@@ -7,16 +7,16 @@ import contextlib
 import hashlib
 
 import grpc
+from grpc_health.v1 import _async as health_aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
 from dubbing import jetstream
 from dubbing.logging import get_logger
 from dubbing.process import StartupError
 from dubbing.settings import GatewaySettings
 from dubbing.v1 import dubbing_pb2 as pb
 from dubbing.v1 import dubbing_pb2_grpc as pb_grpc
-from grpc_health.v1 import _async as health_aio
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-
 from gateway import pagination
 from gateway.events import EventApplier
 from gateway.outbox import OutboxRelay

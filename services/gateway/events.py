@@ -17,15 +17,15 @@ import asyncio
 import json
 import time
 
-from dubbing import bus
-from dubbing.errors import Reason
-from dubbing.logging import get_logger
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from dubbing import bus
+from dubbing.errors import Reason
+from dubbing.logging import get_logger
 from gateway.store import JobStore
 from gateway.watch import WatchHub
 

@@ -12,9 +12,9 @@ import asyncio
 import contextlib
 import time
 
-from dubbing.logging import get_logger
 from nats.js import JetStreamContext
 
+from dubbing.logging import get_logger
 from gateway.store import JobStore, OutboxRow
 
 log = get_logger(__name__)

@@ -12,12 +12,13 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from dubbing import bus
-from dubbing.jetstream import WORKER_ADVERT_TTL_SECONDS
-from dubbing.logging import get_logger
 from nats.aio.client import Client as NATS
 from nats.js.errors import NoKeysError
 from nats.js.kv import KeyValue
+
+from dubbing import bus
+from dubbing.jetstream import WORKER_ADVERT_TTL_SECONDS
+from dubbing.logging import get_logger
 
 log = get_logger(__name__)
 

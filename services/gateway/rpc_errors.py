@@ -23,8 +23,9 @@ from typing import Any, NoReturn, Protocol, cast
 
 import grpc
 import grpc.aio
-from dubbing.errors import Reason, code_value, status
 from grpc_status import rpc_status
+
+from dubbing.errors import Reason, code_value, status
 
 __all__ = [
     "MAX_MESSAGE_BYTES",

@@ -10,15 +10,15 @@ from typing import Any, TypeVar
 
 import grpc
 import structlog
+from nats.aio.client import Client as NATS
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+
 from dubbing import artifacts, bus, jobstate
 from dubbing.errors import Reason
 from dubbing.logging import get_logger
 from dubbing.v1 import dubbing_pb2 as pb
 from dubbing.v1 import dubbing_pb2_grpc as pb_grpc
-from nats.aio.client import Client as NATS
-from nats.js.kv import KeyValue
-from nats.js.object_store import ObjectStore
-
 from gateway import pagination, rpc_errors
 from gateway.outbox import OutboxRelay
 from gateway.registry import WorkerRegistry

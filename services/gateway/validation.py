@@ -71,8 +71,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from dubbing.v1 import dubbing_pb2 as pb
 from google.protobuf import duration_pb2, json_format
+
+from dubbing.v1 import dubbing_pb2 as pb
 
 if TYPE_CHECKING:
     from dubbing.settings import GatewaySettings

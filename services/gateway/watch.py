@@ -13,11 +13,12 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from dubbing import bus
-from dubbing.logging import get_logger
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+
+from dubbing import bus
+from dubbing.logging import get_logger
 
 log = get_logger(__name__)
 

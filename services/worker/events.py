@@ -5,8 +5,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from dubbing import bus
-from dubbing.logging import get_logger
 from nats.js import JetStreamContext
 from tenacity import (
     AsyncRetrying,
@@ -14,6 +12,9 @@ from tenacity import (
     stop_after_delay,
     wait_random_exponential,
 )
+
+from dubbing import bus
+from dubbing.logging import get_logger
 
 log = get_logger(__name__)
 

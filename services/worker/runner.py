@@ -25,11 +25,6 @@ import time
 from dataclasses import dataclass, field
 
 import structlog
-from dubbing import artifacts, bus, jetstream
-from dubbing.errors import Reason
-from dubbing.logging import get_logger
-from dubbing.settings import WorkerSettings
-from dubbing.v1 import dubbing_pb2 as pb
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -38,6 +33,11 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
+from dubbing import artifacts, bus, jetstream
+from dubbing.errors import Reason
+from dubbing.logging import get_logger
+from dubbing.settings import WorkerSettings
+from dubbing.v1 import dubbing_pb2 as pb
 from worker import providers as providers_mod
 from worker.events import EventPublisher
 from worker.providers import PermanentProviderError, Provider, TransientProviderError

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 from dubbing.jobstate import NAME_BY_FORMAT
 from dubbing.v1 import dubbing_pb2 as pb
-
 from worker import assembly
 from worker.providers import Gender, Provider, SynthesisRequest
 

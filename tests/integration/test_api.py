@@ -11,11 +11,11 @@ import grpc
 import numpy as np
 import numpy.typing as npt
 import pytest
-from dubbing.v1 import dubbing_pb2 as pb
-from dubbing.v1 import dubbing_pb2_grpc as pb_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from dubbing.v1 import dubbing_pb2 as pb
+from dubbing.v1 import dubbing_pb2_grpc as pb_grpc
 from tests.helpers import FRENCH_LINES, rich_error, segment, transcript_request
 
 State = pb.Job.State

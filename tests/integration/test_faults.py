@@ -8,13 +8,13 @@ import time
 
 import grpc
 import nats
+from nats.js.api import ConsumerInfo
+
 from dubbing import bus
 from dubbing.client import DubbingClient
 from dubbing.devstack import ManagedProcess, Stack
 from dubbing.v1 import dubbing_pb2 as pb
 from dubbing.v1 import dubbing_pb2_grpc as pb_grpc
-from nats.js.api import ConsumerInfo
-
 from tests.conftest import StackFactory
 from tests.helpers import long_request, transcript_request
 

@@ -25,7 +25,7 @@ def test_gateway_without_nats_fails_fast(tmp_path: Path) -> None:
         {
             "DUBBING_NATS_URL": url,
             "DUBBING_CONNECT_TIMEOUT_SECONDS": "1",
-            "DUBBING_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'g.db'}",
+            "DUBBING_DATABASE_URL": f"sqlite:///{tmp_path / 'g.db'}",
             "DUBBING_LISTEN": f"127.0.0.1:{free_port()}",
         }
     )

@@ -23,6 +23,9 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
 from dubbing import jobstate
 from dubbing.bus import EventType, JobEvent, JobKind, JobMessage, ResultInfo
 from dubbing.v1 import dubbing_pb2 as pb
@@ -38,8 +41,6 @@ from gateway.store import (
     open_store,
 )
 from gateway.store.schema import jobs, metadata
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 POSTGRES_DSN_ENV = "DUBBING_TEST_POSTGRES_DSN"
 SKIP_POSTGRES = f"set {POSTGRES_DSN_ENV} to run PostgreSQL store tests"
@@ -71,7 +72,7 @@ class Backend:
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
     if request.param == "sqlite":
         path = tmp_path / "store" / "jobs.db"  # the store creates the directory
-        yield Backend("sqlite", f"sqlite+aiosqlite:///{path}", f"sqlite+aiosqlite:///{path}")
+        yield Backend("sqlite", f"sqlite:///{path}", f"sqlite+aiosqlite:///{path}")
         return
     dsn = os.environ.get(POSTGRES_DSN_ENV)
     if not dsn:
@@ -562,7 +563,7 @@ async def test_unreachable_database_raises_store_unavailable_quickly(
     if kind == "sqlite":
         blocker = tmp_path / "not-a-directory"
         blocker.write_text("")
-        url, where = f"sqlite+aiosqlite:///{blocker}/jobs.db", str(blocker)
+        url, where = f"sqlite:///{blocker}/jobs.db", str(blocker)
     else:
         url, where = "postgresql+asyncpg://postgres@127.0.0.1:1/test", "127.0.0.1:1"
 

@@ -17,12 +17,14 @@ import grpc
 import nats
 import numpy as np
 import pytest
+
 from dubbing import bus
 from dubbing.devstack import GATEWAY_READY, NATS_READY, ManagedProcess, NatsServer, free_port
 from dubbing.devstack import gateway as gateway_process
 from dubbing.settings import WorkerSettings
 from dubbing.v1 import dubbing_pb2 as pb
 from dubbing.v1 import dubbing_pb2_grpc as pb_grpc
+from tests.helpers import transcript_request
 from worker.providers import (
     Capabilities,
     Gender,
@@ -34,8 +36,6 @@ from worker.providers import (
     UnsupportedError,
 )
 from worker.runner import Worker
-
-from tests.helpers import transcript_request
 
 State = pb.Job.State
 
@@ -88,7 +88,7 @@ def services(tmp_path: Path) -> Iterator[tuple[NatsServer, ManagedProcess]]:
     gw = gateway_process(
         {
             "DUBBING_NATS_URL": server.url,
-            "DUBBING_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}",
+            "DUBBING_DATABASE_URL": f"sqlite:///{tmp_path / 'gateway.db'}",
             "DUBBING_LISTEN": f"127.0.0.1:{free_port()}",
             "DUBBING_WATCH_POLL_SECONDS": "1",
         }

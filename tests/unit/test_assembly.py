@@ -8,6 +8,7 @@ import itertools
 import numpy as np
 import numpy.typing as npt
 import pytest
+
 from worker.assembly import (
     FADE_OUT_SECONDS,
     EncodeError,

@@ -24,6 +24,9 @@ from typing import Any
 import grpc
 import pytest
 import pytest_asyncio
+from grpc_status import rpc_status
+from typer.testing import CliRunner
+
 from dubbing import errors
 from dubbing.cli import _app as cli_app
 from dubbing.cli import app
@@ -44,8 +47,6 @@ from dubbing.client import (
 from dubbing.jobstate import duration
 from dubbing.v1 import dubbing_pb2 as pb
 from dubbing.v1 import dubbing_pb2_grpc as pb_grpc
-from grpc_status import rpc_status
-from typer.testing import CliRunner
 
 State = pb.Job.State
 Context = grpc.aio.ServicerContext[Any, Any]

@@ -7,11 +7,12 @@ from dataclasses import dataclass, replace
 
 import google.rpc.code_pb2 as code_pb2
 import pytest
+from google.protobuf import timestamp_pb2
+
 from dubbing import errors, jobstate
 from dubbing.bus import TERMINAL_EVENTS, ErrorDetail, EventType, JobEvent, ResultInfo
 from dubbing.jobstate import Applied, Ignored, JobAlreadyFinished, State
 from dubbing.v1 import dubbing_pb2 as pb
-from google.protobuf import timestamp_pb2
 
 JOB_ID = "0b7f3c9e-8a41-4e52-9c1d-2f6a5b8e7d10"
 # Whole and half seconds near this base are exact in float nanoseconds.

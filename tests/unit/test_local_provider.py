@@ -7,6 +7,7 @@ import asyncio
 import numpy as np
 import numpy.typing as npt
 import pytest
+
 from worker.providers.base import Gender, Provider, Speech, SynthesisRequest
 from worker.providers.errors import PermanentProviderError, UnsupportedError
 from worker.providers.local import MAX_SPEED, MIN_SPEED, LocalProvider, bcp47

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 
 import pytest
+
 from dubbing.errors import Reason
 from gateway.pagination import (
     DEFAULT_PAGE_SIZE,

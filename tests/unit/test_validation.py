@@ -6,6 +6,8 @@ import math
 from collections.abc import Callable
 
 import pytest
+from google.protobuf import duration_pb2
+
 from dubbing.settings import GatewaySettings
 from dubbing.v1 import dubbing_pb2 as pb
 from gateway.validation import (
@@ -16,7 +18,6 @@ from gateway.validation import (
     validate_dub_request,
     validate_submit_request,
 )
-from google.protobuf import duration_pb2
 
 SEGMENTS = "request.transcript.transcript.segments"
 VOICE = "request.transcript.voice"

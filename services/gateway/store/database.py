@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -80,9 +82,9 @@ class Target:
             if not url.database or url.database == ":memory:" or "mode=memory" in raw:
                 raise ValueError(
                     "in-memory SQLite is not supported (the writer and the readers use "
-                    "separate connections): give a file, e.g. sqlite+aiosqlite:///var/dubbing.db"
+                    "separate connections): give a file, e.g. sqlite:///var/dubbing.db"
                 )
-            # Whatever driver the URL names (aiosqlite by convention), SQLite is
+            # Whatever driver the URL names (sqlite:/// or sqlite+aiosqlite:///), SQLite is
             # driven through the standard library module; see the module docstring.
             return cls(url.set(drivername="sqlite+pysqlite"), "sqlite", None)
         if backend == "postgresql":
@@ -93,7 +95,7 @@ class Target:
             return cls(url, "postgresql", schema or None)
         raise ValueError(
             f"unsupported database URL {url.render_as_string(hide_password=True)!r}: use "
-            "sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST:PORT/DB"
+            "sqlite:///PATH or postgresql+asyncpg://USER@HOST:PORT/DB"
         )
 
     def describe(self) -> str:
@@ -123,13 +125,30 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> N
     try:
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         # WAL: readers never block the writer nor each other.
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _enable_wal(cursor)
         # FULL: the WAL is fsynced at every commit, so an accepted job survives
         # power loss (NORMAL only survives a process crash). Group commit pays for it.
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
     finally:
         cursor.close()
+
+
+def _enable_wal(cursor: Any) -> None:
+    # WAL is a property of the file, so only the first opener switches it. The
+    # switch can answer SQLITE_BUSY without consulting busy_timeout while another
+    # process (a second gateway starting, a migration) holds the file: retry it.
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+                return
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)  # a blocking connect hook, in the store's own thread
 
 
 def _sqlite_begin_immediate(conn: Connection) -> None:

@@ -31,12 +31,12 @@ from typing import Any
 
 import sqlalchemy as sa
 import structlog
-from dubbing import jobstate
-from dubbing.bus import JobEvent, JobMessage
-from dubbing.v1 import dubbing_pb2 as pb
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Row
 
+from dubbing import jobstate
+from dubbing.bus import JobEvent, JobMessage
+from dubbing.v1 import dubbing_pb2 as pb
 from gateway.store import migrate
 from gateway.store.database import Backend, Database, Target
 from gateway.store.errors import (
@@ -735,7 +735,7 @@ async def _wait_reachable(db: Database, limit: float) -> None:
 async def open_store(url: str, *, connect_timeout: float = 10.0) -> JobStore:
     """Connect to the database at `url`, migrate it to the current schema, return the store.
 
-    `url` is ``sqlite+aiosqlite:///PATH`` (the parent directory is created; any
+    `url` is ``sqlite:///PATH`` (the parent directory is created; any
     sqlite driver name is accepted, the standard library one is used) or
     ``postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DB`` (``postgresql://`` works
     too). On PostgreSQL an extra query parameter ``schema=NAME`` (consumed here,

@@ -1,9 +1,9 @@
 """Errors a provider raises. The worker decides retry versus failure from the type alone.
 
-    ProviderError
-    ├── TransientProviderError   retry later (nak with delay): timeouts, 429, 5xx
-    └── PermanentProviderError   fail the job (term): bad input, auth, quota
-        └── UnsupportedError     a language/voice/option this provider cannot do
+ProviderError
+├── TransientProviderError   retry later (nak with delay): timeouts, 429, 5xx
+└── PermanentProviderError   fail the job (term): bad input, auth, quota
+    └── UnsupportedError     a language/voice/option this provider cannot do
 """
 
 from __future__ import annotations

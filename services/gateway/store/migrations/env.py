@@ -9,8 +9,9 @@ There is no offline (SQL script) mode and no ``alembic.ini``.
 from __future__ import annotations
 
 from alembic import context
-from gateway.store.schema import metadata
 from sqlalchemy.engine import Connection
+
+from gateway.store.schema import metadata
 
 
 def run_migrations_online() -> None:
