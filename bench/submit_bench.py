@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sqlite3
 import sys
 import tempfile
@@ -27,10 +28,12 @@ from pathlib import Path
 
 import grpc
 import nats
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from dubbing import bus, jetstream
-from dubbing.devstack import GATEWAY_READY, NATS_READY, ManagedProcess, NatsServer, free_port
+from dubbing.devstack import NATS_READY, ManagedProcess, NatsServer, free_port
 from dubbing.devstack import gateway as gateway_process
+from dubbing.process import run
 from dubbing.v1 import dubbing_pb2 as pb
 from dubbing.v1 import dubbing_pb2_grpc as pb_grpc
 from tests.helpers import transcript_request
@@ -57,6 +60,12 @@ async def serve_echo(port: int) -> None:
     await server.wait_for_termination()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Result:
     name: str
@@ -64,6 +73,7 @@ class Result:
     failed: int
     seconds: float
     latencies: list[float]
+    server_cpu: float = 0.0
 
     @property
     def throughput(self) -> float:
@@ -77,11 +87,12 @@ class Result:
         return (
             f"{self.name:<8} {self.ok:>6} ok {self.failed:>4} failed  "
             f"{self.throughput:8.0f} req/s  p50 {self.percentile(50):6.1f} ms  "
-            f"p99 {self.percentile(99):6.1f} ms"
+            f"p99 {self.percentile(99):6.1f} ms  "
+            f"server CPU {self.server_cpu / max(1, self.ok) * 1e6:5.0f} us/req"
         )
 
 
-async def drive(name: str, target: str, total: int, concurrency: int) -> Result:
+async def drive(name: str, target: str, total: int, concurrency: int, pid: int) -> Result:
     latencies: list[float] = []
     failed = 0
     counter = iter(range(total))
@@ -109,10 +120,23 @@ async def drive(name: str, target: str, total: int, concurrency: int) -> Result:
                     continue
                 latencies.append(time.perf_counter() - t0)
 
+        cpu0 = cpu_seconds(pid)
         start = time.perf_counter()
         await asyncio.gather(*(client(c) for c in range(concurrency)))
         seconds = time.perf_counter() - start
-    return Result(name, len(latencies), failed, seconds, latencies)
+        cpu = cpu_seconds(pid) - cpu0
+    return Result(name, len(latencies), failed, seconds, latencies, cpu)
+
+
+async def wait_serving(target: str, timeout: float = 60.0) -> None:
+    """Until the gateway's health service answers SERVING (wait_for_ready blocks
+    until the server listens; no polling)."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        answer = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=""), wait_for_ready=True, timeout=timeout
+        )
+    if answer.status != health_pb2.HealthCheckResponse.SERVING:
+        raise RuntimeError(f"gateway at {target} is {answer.status}")
 
 
 async def advertise_local(nats_url: str, stop: asyncio.Event) -> None:
@@ -154,22 +178,26 @@ async def bench(total: int, concurrency: int) -> None:
                 "DUBBING_NATS_URL": nats_server.url,
                 "DUBBING_DATABASE_URL": f"sqlite:///{db}",
                 "DUBBING_LISTEN": listen,
-                "DUBBING_LOG_LEVEL": "warning",
+                "DUBBING_LOG_LEVEL": "info",
                 "DUBBING_LOG_FORMAT": "json",
             },
             log_file=data / "gateway.log",
+            capture=False,
         )
         echo_port = free_port()
         echo = ManagedProcess(
             "echo", [sys.executable, "-m", "bench.submit_bench", "--serve-echo", str(echo_port)]
         )
         try:
-            gw.start().wait_for(GATEWAY_READY)
+            gw.start()
+            await wait_serving(listen)
             echo.start().wait_for(ECHO_READY)
             print(f"SubmitDub x {total} at concurrency {concurrency} (2-core machine)")
-            echo_result = await drive("echo", f"127.0.0.1:{echo_port}", total, concurrency)
+            echo_result = await drive(
+                "echo", f"127.0.0.1:{echo_port}", total, concurrency, echo.pid
+            )
             print(echo_result.line())
-            gw_result = await drive("gateway", listen, total, concurrency)
+            gw_result = await drive("gateway", listen, total, concurrency, gw.pid)
             print(gw_result.line())
             print(
                 f"gateway / echo throughput: {gw_result.throughput / echo_result.throughput:.0%}"
@@ -211,7 +239,7 @@ def main() -> None:
     parser.add_argument("--serve-echo", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_echo:
-        asyncio.run(serve_echo(args.serve_echo))
+        run(serve_echo(args.serve_echo))  # the same event loop as the gateway
     else:
         asyncio.run(bench(args.requests, args.concurrency))
 

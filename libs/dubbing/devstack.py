@@ -57,12 +57,17 @@ class ManagedProcess:
         env: Mapping[str, str] | None = None,
         echo: IO[str] | None = None,
         log_file: Path | None = None,
+        capture: bool = True,
     ) -> None:
         self.name = name
         self.argv = argv
         self.env = {**os.environ, **(env or {})}
         self.echo = echo
         self.log_file = log_file
+        # capture=False sends output straight to log_file, with no reader thread in
+        # this process: for benchmarks, where a busy parent would slow the child's
+        # writes. wait_for() is then unavailable; check readiness another way.
+        self.capture = capture
         self.lines: list[str] = []
         self._cond = threading.Condition()
         self._proc: subprocess.Popen[str] | None = None
@@ -79,6 +84,17 @@ class ManagedProcess:
 
     def start(self) -> ManagedProcess:
         self.lines = []
+        if not self.capture:
+            assert self.log_file is not None, "capture=False needs a log_file"
+            with self.log_file.open("a") as out:
+                self._proc = subprocess.Popen(
+                    self.argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=self.env,
+                )
+            return self
         self._proc = subprocess.Popen(
             self.argv,
             stdin=subprocess.DEVNULL,
@@ -200,10 +216,14 @@ WORKER_READY = "worker_ready"
 
 
 def gateway(
-    env: Mapping[str, str], *, echo: IO[str] | None = None, log_file: Path | None = None
+    env: Mapping[str, str],
+    *,
+    echo: IO[str] | None = None,
+    log_file: Path | None = None,
+    capture: bool = True,
 ) -> ManagedProcess:
     argv = [sys.executable, "-m", "gateway"]
-    return ManagedProcess("gateway", argv, env=env, echo=echo, log_file=log_file)
+    return ManagedProcess("gateway", argv, env=env, echo=echo, log_file=log_file, capture=capture)
 
 
 def worker(

@@ -5,16 +5,28 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+import uvloop
 
 from dubbing.jetstream import BusUnavailable
 from dubbing.logging import get_logger
 
 log = get_logger(__name__)
 
+T = TypeVar("T")
+
 
 class StartupError(Exception):
     """A dependency (NATS, the database) is unreachable or misconfigured at start-up."""
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run on uvloop: libuv's loop roughly halves the per-call overhead of
+    the event loop under grpc.aio and nats-py, which is most of a gateway's CPU."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
 
 
 def _dump_tasks() -> None:
@@ -48,7 +60,7 @@ def serve(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
         await main(stop)
 
     try:
-        asyncio.run(runner())
+        run(runner())
     except (BusUnavailable, StartupError) as exc:
         log.error("startup_failed", error=str(exc))
         print(f"error: {exc}", file=sys.stderr)

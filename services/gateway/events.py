@@ -63,7 +63,7 @@ class EventApplier:
             while True:
                 try:
                     msgs = await sub.fetch(self._batch, timeout=1.0)
-                except NatsTimeoutError:
+                except (NatsTimeoutError, TimeoutError):  # empty: nothing to do yet
                     continue
                 except asyncio.CancelledError:
                     raise

@@ -75,13 +75,16 @@ class WorkerRegistry:
         horizon = time.monotonic() - WORKER_ADVERT_TTL_SECONDS
         return [s.advert for s in self._seen.values() if s.at >= horizon]
 
+    def serving_now(self, provider: str) -> list[bus.WorkerAdvert]:
+        return [a for a in self.live() if a.provider == provider]
+
     async def serving(self, provider: str) -> list[bus.WorkerAdvert]:
         """Live adverts for `provider`, refreshing once before answering none."""
-        found = [a for a in self.live() if a.provider == provider]
+        found = self.serving_now(provider)
         if not found and self._nc.is_connected:
             try:
                 await self.refresh()
             except Exception as exc:
                 log.debug("registry_refresh_failed", error=repr(exc))
-            found = [a for a in self.live() if a.provider == provider]
+            found = self.serving_now(provider)
         return found

@@ -196,21 +196,22 @@ def validate_dub_request(
 def request_hash(req: pb.DubRequest) -> str:
     """SHA-256 (hex) of a canonical form of `req`, to tell an idempotent retry from a reuse.
 
-    The canonical form is the request's proto3 JSON (field names as in the .proto,
-    enums as numbers, fields without presence left out when they hold their default)
-    with sorted keys and no whitespace, so the same parameters always hash the same
-    regardless of map order or of how the message was built, and every field counts,
-    ``request_id`` included. Unknown fields are not part of it. Raises ValueError for a
-    malformed Duration, which :func:`validate_dub_request` reports first.
+    The canonical form is protobuf's deterministic serialization (fields in number
+    order, map entries sorted), so the same parameters always hash the same however
+    the message was built, and every field counts, ``request_id`` included. It is
+    on SubmitDub's hot path: this costs a few microseconds where a JSON canonical
+    form cost a tenth of the gateway's CPU. Unknown fields are dropped first, so a
+    newer client's extra fields do not make a retry look different.
     """
-    try:
-        doc = json_format.MessageToDict(
-            req, preserving_proto_field_name=True, use_integers_for_enums=True
-        )
-    except json_format.Error as exc:
-        raise ValueError(f"request cannot be hashed: {exc}") from exc
-    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(b"dubbing.v1.DubRequest/json/1\n" + canonical.encode()).hexdigest()
+    canonical = _without_unknown_fields(req).SerializeToString(deterministic=True)
+    return hashlib.sha256(b"dubbing.v1.DubRequest/binary/1\n" + canonical).hexdigest()
+
+
+def _without_unknown_fields(req: pb.DubRequest) -> pb.DubRequest:
+    copy = pb.DubRequest()
+    copy.CopyFrom(req)
+    copy.DiscardUnknownFields()
+    return copy
 
 
 def language_tag_problem(tag: str) -> str | None:

@@ -153,7 +153,7 @@ class Worker:
             await self._slots.acquire()
             try:
                 msgs = await sub.fetch(1, timeout=1.0)
-            except NatsTimeoutError:
+            except (NatsTimeoutError, TimeoutError):  # empty: nothing to do yet
                 self._slots.release()
                 continue
             except asyncio.CancelledError:
