@@ -128,12 +128,12 @@ async def drive(name: str, target: str, total: int, concurrency: int, pid: int) 
     return Result(name, len(latencies), failed, seconds, latencies, cpu)
 
 
-async def wait_serving(target: str, timeout: float = 60.0) -> None:
+async def wait_serving(target: str, deadline_seconds: float = 60.0) -> None:
     """Until the gateway's health service answers SERVING (wait_for_ready blocks
     until the server listens; no polling)."""
     async with grpc.aio.insecure_channel(target) as channel:
         answer = await health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service=""), wait_for_ready=True, timeout=timeout
+            health_pb2.HealthCheckRequest(service=""), wait_for_ready=True, timeout=deadline_seconds
         )
     if answer.status != health_pb2.HealthCheckResponse.SERVING:
         raise RuntimeError(f"gateway at {target} is {answer.status}")

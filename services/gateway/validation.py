@@ -71,7 +71,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from google.protobuf import duration_pb2, json_format
+from google.protobuf import duration_pb2
 
 from dubbing.v1 import dubbing_pb2 as pb
 

@@ -10,7 +10,7 @@ import grpc
 import nats
 from nats.js.api import ConsumerInfo
 
-from dubbing import bus
+from dubbing import bus, devstack
 from dubbing.client import DubbingClient
 from dubbing.devstack import ManagedProcess, Stack
 from dubbing.v1 import dubbing_pb2 as pb
@@ -160,3 +160,40 @@ async def test_watch_resumes_across_gateway_restart(make_stack: StackFactory) ->
         assert sequences == list(range(1, len(seen) + 1)), "missed or repeated a change"
         assert seen[-1].state == State.STATE_SUCCEEDED
         assert await client.get(job.id) == seen[-1]
+
+
+async def test_job_whose_workers_keep_dying_fails_at_max_deliver(
+    make_stack: StackFactory,
+) -> None:
+    stack = make_stack(workers=2, DUBBING_MAX_DELIVER="2").start()
+    async with grpc.aio.insecure_channel(stack.listen) as channel:
+        stub = pb_grpc.DubbingServiceStub(channel)
+        job = (await stub.SubmitDub(pb.SubmitDubRequest(request=long_request(150)))).job
+        stalled: set[int] = set()
+        final = job
+        async for response in stub.WatchJob(pb.WatchJobRequest(job_id=job.id)):
+            final = response.job
+            if final.state == State.STATE_RUNNING and final.attempt not in stalled:
+                # Each attempt's worker freezes: no heartbeat, no report, no ack.
+                worker_running(stack, final).signal(signal.SIGSTOP)
+                stalled.add(final.attempt)
+                if len(stalled) == 2:
+                    # As Kubernetes would, a fresh worker comes up and pulls: the
+                    # server then finds the job out of deliveries and says so.
+                    fresh = devstack.worker(stack.env, name="worker-3")
+                    stack.workers.append(fresh)
+                    fresh.start()
+        assert stalled == {1, 2}
+        assert final.state == State.STATE_FAILED
+        assert final.error.code == grpc.StatusCode.UNAVAILABLE.value[0]
+        assert "MAX_DELIVERIES_EXCEEDED" in str(final.error.details[0].value)
+        assert await work_queue_is_empty(stack)
+
+
+async def work_queue_is_empty(stack: Stack) -> bool:
+    nc = await nats.connect(stack.nats.url)
+    try:
+        info = await nc.jetstream().stream_info(bus.JOBS_STREAM)
+        return bool(info.state.messages == 0)
+    finally:
+        await nc.close()
