@@ -93,6 +93,7 @@ class ManagedProcess:
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     env=self.env,
+                    text=True,
                 )
             return self
         self._proc = subprocess.Popen(
