@@ -69,6 +69,42 @@ def _unary(fn: Handler[T]) -> Handler[T]:
     return wrapper
 
 
+S = TypeVar("S")
+
+
+def _streaming(
+    fn: Callable[..., AsyncIterator[S]],
+) -> Callable[..., AsyncIterator[S]]:
+    """The streaming twin of :func:`_unary`: same error mapping and log context."""
+
+    @functools.wraps(fn)
+    async def wrapper(
+        self: DubbingServicer,
+        request: Any,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    ) -> AsyncIterator[S]:
+        structlog.contextvars.bind_contextvars(rpc=fn.__name__)
+        try:
+            async for item in fn(self, request, context):
+                yield item
+        except StoreUnavailable as exc:
+            log.warning("database_unavailable", error=str(exc))
+            await rpc_errors.abort(
+                context, grpc.StatusCode.UNAVAILABLE, Reason.DATABASE_UNAVAILABLE, str(exc)
+            )
+        except (grpc.aio.AbortError, grpc.aio.BaseError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            log.exception("rpc_failed")
+            await rpc_errors.abort(
+                context, grpc.StatusCode.INTERNAL, Reason.INTERNAL, f"internal error: {exc!r}"
+            )
+        finally:
+            structlog.contextvars.unbind_contextvars("rpc", "job_id")
+
+    return wrapper
+
+
 class DubbingServicer(pb_grpc.DubbingServiceServicer):
     def __init__(
         self,
@@ -308,12 +344,12 @@ class DubbingServicer(pb_grpc.DubbingServiceServicer):
 
     # -- WatchJob ----------------------------------------------------------------
 
+    @_streaming
     async def WatchJob(
         self,
         request: pb.WatchJobRequest,
         context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> AsyncIterator[pb.WatchJobResponse]:
-        structlog.contextvars.bind_contextvars(rpc="WatchJob")
         if request.after_sequence < 0:
             await rpc_errors.abort(
                 context,
@@ -322,34 +358,29 @@ class DubbingServicer(pb_grpc.DubbingServiceServicer):
                 "after_sequence must not be negative",
                 field_violations=[("after_sequence", "must not be negative")],
             )
-        try:
-            job = await self._load(context, request.job_id)
-            with self._hub.listen(job.id) as changed:
-                last = request.after_sequence
-                if last == 0:
-                    yield pb.WatchJobResponse(job=job)
-                    last = job.sequence
-                    if jobstate.is_terminal(job):
+        job = await self._load(context, request.job_id)
+        with self._hub.listen(job.id) as changed:
+            last = request.after_sequence
+            if last == 0:
+                yield pb.WatchJobResponse(job=job)
+                last = job.sequence
+                if jobstate.is_terminal(job):
+                    return
+            while True:
+                changed.clear()
+                versions = await self._store.history(job.id, last)
+                for version in versions:
+                    yield pb.WatchJobResponse(job=version)
+                    last = version.sequence
+                    if jobstate.is_terminal(version):
                         return
-                while True:
-                    changed.clear()
-                    versions = await self._store.history(job.id, last)
-                    for version in versions:
-                        yield pb.WatchJobResponse(job=version)
-                        last = version.sequence
-                        if jobstate.is_terminal(version):
+                if not versions:
+                    current = await self._store.get(job.id)
+                    if current is not None and jobstate.is_terminal(current):
+                        if current.sequence <= last:
                             return
-                    if not versions:
-                        current = await self._store.get(job.id)
-                        if current is not None and jobstate.is_terminal(current):
-                            if current.sequence <= last:
-                                return
-                            continue
-                        await self._wait_for_change(context, changed)
-        except StoreUnavailable as exc:
-            await rpc_errors.abort(
-                context, grpc.StatusCode.UNAVAILABLE, Reason.DATABASE_UNAVAILABLE, str(exc)
-            )
+                        continue
+                    await self._wait_for_change(context, changed)
 
     async def _wait_for_change(
         self,
@@ -416,18 +447,13 @@ class DubbingServicer(pb_grpc.DubbingServiceServicer):
 
     # -- DownloadResult ----------------------------------------------------------
 
+    @_streaming
     async def DownloadResult(
         self,
         request: pb.DownloadResultRequest,
         context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> AsyncIterator[pb.DownloadResultResponse]:
-        structlog.contextvars.bind_contextvars(rpc="DownloadResult")
-        try:
-            job = await self._load(context, request.job_id)
-        except StoreUnavailable as exc:
-            await rpc_errors.abort(
-                context, grpc.StatusCode.UNAVAILABLE, Reason.DATABASE_UNAVAILABLE, str(exc)
-            )
+        job = await self._load(context, request.job_id)
         if job.state != pb.Job.State.STATE_SUCCEEDED:
             state = pb.Job.State.Name(job.state)
             await rpc_errors.abort(
