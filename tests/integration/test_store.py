@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import os
 import time
 import uuid
@@ -68,12 +69,14 @@ class Backend:
         )
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    if request.param == "sqlite":
-        path = tmp_path / "store" / "jobs.db"  # the store creates the directory
-        yield Backend("sqlite", f"sqlite:///{path}", f"sqlite+aiosqlite:///{path}")
-        return
+@contextlib.asynccontextmanager
+async def sqlite_backend(tmp_path: Path) -> AsyncIterator[Backend]:
+    path = tmp_path / "store" / "jobs.db"  # the store creates the directory
+    yield Backend("sqlite", f"sqlite:///{path}", f"sqlite+aiosqlite:///{path}")
+
+
+@contextlib.asynccontextmanager
+async def postgres_backend() -> AsyncIterator[Backend]:
     dsn = os.environ.get(POSTGRES_DSN_ENV)
     if not dsn:
         pytest.skip(SKIP_POSTGRES)
@@ -89,6 +92,13 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
             await conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
     finally:
         await admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    chosen = sqlite_backend(tmp_path) if request.param == "sqlite" else postgres_backend()
+    async with chosen as b:
+        yield b
 
 
 @pytest.fixture
@@ -539,10 +549,7 @@ async def test_migrations_idempotent_concurrent_and_match_the_models(backend: Ba
         await raw.dispose()
 
 
-async def test_sqlite_commits_are_durable(backend: Backend, store: JobStore) -> None:
-    if backend.name != "sqlite":
-        pytest.skip("SQLite settings")
-
+async def test_sqlite_commits_are_durable(tmp_path: Path) -> None:
     def pragmas(conn: sa.Connection) -> tuple[object, object]:
         return (
             conn.exec_driver_sql("PRAGMA journal_mode").scalar(),
@@ -551,8 +558,13 @@ async def test_sqlite_commits_are_durable(backend: Backend, store: JobStore) -> 
 
     # On the writer's own connection (internal API): WAL, and synchronous=FULL (2)
     # so that a job acknowledged to a client survives power loss.
-    assert await store._db.write(pragmas) == ("wal", 2)
-    assert await store._db.read(pragmas) == ("wal", 2)
+    async with sqlite_backend(tmp_path) as backend:
+        store = await backend.open()
+        try:
+            assert await store._db.write(pragmas) == ("wal", 2)
+            assert await store._db.read(pragmas) == ("wal", 2)
+        finally:
+            await store.close()
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
@@ -581,11 +593,18 @@ async def test_unsupported_urls_are_rejected(url: str) -> None:
         await open_store(url)
 
 
-async def test_reconnects_after_the_server_drops_connections(
-    backend: Backend, store: JobStore
-) -> None:
-    if backend.name != "postgres":
-        pytest.skip("only PostgreSQL connections can be dropped by the server")
+@pytest.mark.postgres
+async def test_reconnects_after_the_server_drops_connections() -> None:
+    # Only a PostgreSQL server can drop a store's connections under it.
+    async with postgres_backend() as backend:
+        store = await backend.open()
+        try:
+            await _reconnects_after_drop(backend, store)
+        finally:
+            await store.close()
+
+
+async def _reconnects_after_drop(backend: Backend, store: JobStore) -> None:
     job, _ = await submit(store)
     assert await store.get(job.id) == job
 
