@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -42,29 +43,43 @@ T = TypeVar("T")
 Handler = Callable[..., Awaitable[T]]
 
 
-def _unary(fn: Handler[T]) -> Handler[T]:
-    """Map infrastructure failures to rich UNAVAILABLE/INTERNAL errors, bind log context."""
+@contextlib.asynccontextmanager
+async def _rpc_scope(
+    name: str,
+    context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+) -> AsyncIterator[None]:
+    """Log context for one RPC, and the error contract every RPC keeps (AIP-193):
+    infrastructure trouble is UNAVAILABLE, anything unexpected INTERNAL, both with
+    an ErrorInfo; errors the handler already chose pass through."""
+    structlog.contextvars.bind_contextvars(rpc=name)
+    try:
+        yield
+    except StoreUnavailable as exc:
+        log.warning("database_unavailable", error=str(exc))
+        await rpc_errors.abort(
+            context, grpc.StatusCode.UNAVAILABLE, Reason.DATABASE_UNAVAILABLE, str(exc)
+        )
+    except (grpc.aio.AbortError, grpc.aio.BaseError):
+        raise
+    except Exception as exc:
+        log.exception("rpc_failed")
+        await rpc_errors.abort(
+            context, grpc.StatusCode.INTERNAL, Reason.INTERNAL, f"internal error: {exc!r}"
+        )
+    finally:
+        structlog.contextvars.unbind_contextvars("rpc", "job_id", "request_id")
 
+
+def _unary(fn: Handler[T]) -> Handler[T]:
     @functools.wraps(fn)
-    async def wrapper(self: DubbingServicer, request: Any, context: grpc.aio.ServicerContext) -> T:  # type: ignore[type-arg]
-        structlog.contextvars.bind_contextvars(rpc=fn.__name__)
-        try:
+    async def wrapper(
+        self: DubbingServicer,
+        request: Any,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    ) -> T:
+        async with _rpc_scope(fn.__name__, context):
             return await fn(self, request, context)
-        except StoreUnavailable as exc:
-            log.warning("database_unavailable", error=str(exc))
-            await rpc_errors.abort(
-                context, grpc.StatusCode.UNAVAILABLE, Reason.DATABASE_UNAVAILABLE, str(exc)
-            )
-        except (grpc.aio.AbortError, grpc.aio.BaseError):
-            raise
-        except Exception as exc:
-            log.exception("rpc_failed")
-            await rpc_errors.abort(
-                context, grpc.StatusCode.INTERNAL, Reason.INTERNAL, f"internal error: {exc!r}"
-            )
-        finally:
-            structlog.contextvars.unbind_contextvars("rpc", "job_id", "request_id")
-        raise AssertionError("unreachable")
+        raise AssertionError("unreachable: _rpc_scope re-raises or aborts")
 
     return wrapper
 
@@ -75,32 +90,15 @@ S = TypeVar("S")
 def _streaming(
     fn: Callable[..., AsyncIterator[S]],
 ) -> Callable[..., AsyncIterator[S]]:
-    """The streaming twin of :func:`_unary`: same error mapping and log context."""
-
     @functools.wraps(fn)
     async def wrapper(
         self: DubbingServicer,
         request: Any,
         context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> AsyncIterator[S]:
-        structlog.contextvars.bind_contextvars(rpc=fn.__name__)
-        try:
+        async with _rpc_scope(fn.__name__, context):
             async for item in fn(self, request, context):
                 yield item
-        except StoreUnavailable as exc:
-            log.warning("database_unavailable", error=str(exc))
-            await rpc_errors.abort(
-                context, grpc.StatusCode.UNAVAILABLE, Reason.DATABASE_UNAVAILABLE, str(exc)
-            )
-        except (grpc.aio.AbortError, grpc.aio.BaseError, asyncio.CancelledError):
-            raise
-        except Exception as exc:
-            log.exception("rpc_failed")
-            await rpc_errors.abort(
-                context, grpc.StatusCode.INTERNAL, Reason.INTERNAL, f"internal error: {exc!r}"
-            )
-        finally:
-            structlog.contextvars.unbind_contextvars("rpc", "job_id")
 
     return wrapper
 
