@@ -94,6 +94,7 @@ class ManagedProcess:
                     stderr=subprocess.STDOUT,
                     env=self.env,
                     text=True,
+                    process_group=0,
                 )
             return self
         self._proc = subprocess.Popen(
@@ -104,6 +105,10 @@ class ManagedProcess:
             env=self.env,
             text=True,
             bufsize=1,
+            # Its own process group: a terminal's Ctrl-C reaches only the stack
+            # runner, which then stops the children in order (workers drain first)
+            # instead of every process racing to exit at once.
+            process_group=0,
         )
         self._reader = threading.Thread(target=self._read, name=f"{self.name}-output", daemon=True)
         self._reader.start()
