@@ -117,7 +117,12 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event) -> None:
     await hub.stop()
     await jetstream.close(nc)
     await store.close()
-    log.info("gateway_stopped")
+    stats = store.stats
+    log.info(
+        "gateway_stopped",
+        store_transactions=stats.transactions,
+        store_operations=stats.operations,
+    )
 
 
 def _redact(url: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import uuid
 import wave
@@ -329,3 +330,21 @@ async def _aiter(
 ) -> AsyncIterator[reflection_pb2.ServerReflectionRequest]:
     for item in items:
         yield item
+
+
+async def test_many_watchers_see_the_same_changes(stub: pb_grpc.DubbingServiceAsyncStub) -> None:
+    from tests.helpers import long_request
+
+    job = await submit(stub, long_request(60))
+    watchers = [watch_all(stub, job.id) for _ in range(40)]
+    seen = await asyncio.gather(*watchers)
+    histories = [[(j.sequence, j.state, j.stage) for j in h] for h in seen]
+    reference = max(histories, key=len)  # the earliest to join saw the most
+    assert reference[-1][1] == State.STATE_SUCCEEDED
+    sequences = [x[0] for x in reference]
+    assert sequences == list(range(sequences[0], sequences[-1] + 1))
+    # A watcher may join later (its snapshot is newer); from there on it sees
+    # exactly the same changes, in order, none missing or repeated.
+    for history in histories:
+        start = sequences.index(history[0][0])
+        assert history == reference[start:]
