@@ -269,6 +269,22 @@ async def test_mixed_hashes_for_one_request_id_in_one_batch(store: JobStore) -> 
     assert isinstance(reused, RequestIdReused) and reused.existing_job_id == first[0].id
 
 
+async def test_request_ids_match_exactly_whatever_their_characters(store: JobStore) -> None:
+    # A batch's request_ids reach SQLite as one JSON array: quotes, escapes, non-ASCII
+    # text and JSON-looking strings must come back out of it unchanged.
+    odd = ['quo"te', "back\\slash", "naïve-日本-🎬", "[1, 2]", "null", " spaced ", "a\nb"]
+    first = await asyncio.gather(*(submit(store, r) for r in odd))
+    assert all(created for _, created in first)
+
+    again = await asyncio.gather(*(submit(store, r) for r in odd))
+    assert again == [(job, False) for job, _ in first]
+    with pytest.raises(RequestIdReused):
+        await submit(store, "naïve-日本-🎬", request_hash="other")
+    # Near misses are other request_ids.
+    assert (await submit(store, "naive-日本-🎬"))[1] is True
+    assert await count_jobs(store) == len(odd) + 1
+
+
 async def test_request_id_inserted_by_another_replica_mid_batch(
     backend: Backend, store: JobStore
 ) -> None:
@@ -441,6 +457,27 @@ async def test_cancel(store: JobStore) -> None:
     # A worker's late event cannot revive it.
     assert await store.apply_event(event(job.id, 1, 1, EventType.STARTED)) is None
     assert [v.sequence for v in await store.history(job.id, 0)] == [1, 2]
+
+
+async def test_one_batch_of_changes_to_many_jobs(store: JobStore) -> None:
+    jobs_ = [job for job, _ in await asyncio.gather(*(submit(store) for _ in range(40)))]
+    before = store.stats
+    now = time.time()
+
+    outcomes = await asyncio.gather(
+        *(store.cancel(job.id, now) for job in jobs_),
+        store.cancel(jobs_[0].id, now),  # queued after the first: already cancelled
+        store.cancel("no-such-job", now),
+        return_exceptions=True,
+    )
+
+    assert store.stats.transactions - before.transactions == 1
+    for job, cancelled in zip(jobs_, outcomes, strict=False):
+        assert isinstance(cancelled, pb.Job) and cancelled.id == job.id
+        assert cancelled.state == State.STATE_CANCELLED
+        assert await store.get(job.id) == cancelled
+    assert isinstance(outcomes[-2], jobstate.JobAlreadyFinished)
+    assert isinstance(outcomes[-1], JobNotFound)
 
 
 async def test_fail(store: JobStore) -> None:

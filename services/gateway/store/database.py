@@ -151,11 +151,14 @@ def _enable_wal(cursor: Any) -> None:
             time.sleep(0.01)  # a blocking connect hook, in the store's own thread
 
 
-def _sqlite_begin_immediate(conn: Connection) -> None:
-    # IMMEDIATE takes the write lock at BEGIN, waiting up to busy_timeout for another
-    # process; a deferred transaction that reads and then writes can instead fail
-    # at once with SQLITE_BUSY when another writer got in between.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+def _set_result(future: asyncio.Future[T], result: T) -> None:
+    if not future.done():  # the caller may have been cancelled meanwhile
+        future.set_result(result)
+
+
+def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
 
 
 class SqliteDatabase:
@@ -180,7 +183,7 @@ class SqliteDatabase:
         )
         for engine in (self._writer, self._reader):
             event.listen(engine, "connect", _sqlite_on_connect)
-        event.listen(self._writer, "begin", _sqlite_begin_immediate)
+        self._write_conn: Connection | None = None  # see _in_transaction
         self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="store-sqlite-writer")
         self._read_threads = ThreadPoolExecutor(
             SQLITE_READERS, thread_name_prefix="store-sqlite-reader"
@@ -189,10 +192,37 @@ class SqliteDatabase:
     def describe(self) -> str:
         return self._target.describe()
 
-    @staticmethod
-    def _in_transaction(engine: Engine, fn: Callable[[Connection], T]) -> T:
-        with engine.begin() as conn:
-            return fn(conn)
+    def _in_transaction(self, fn: Callable[[Connection], T]) -> T:
+        # Runs in the writer thread, the only user of self._write_conn. The connection
+        # stays checked out between transactions: a checkout and checkin per batch (pool
+        # bookkeeping, events, the rollback that resets a returned connection) cost more
+        # CPU than the batch's own statements when batches are small.
+        conn = self._write_conn
+        if conn is None:
+            conn = self._write_conn = self._writer.connect()
+        try:
+            with conn.begin():
+                # pysqlite's own BEGIN is a no-op (see _sqlite_on_connect), so this is the
+                # one that starts the transaction. IMMEDIATE takes the write lock at BEGIN,
+                # waiting up to busy_timeout for another process; a deferred transaction
+                # that reads and then writes can instead fail at once with SQLITE_BUSY when
+                # another writer got in between. Issued here rather than from a "begin"
+                # engine event: any connection event listener makes SQLAlchemy dispatch
+                # events around every statement, a large share of a small batch's CPU.
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                return fn(conn)
+        except BaseException:
+            # Whatever went wrong, the next batch starts from a fresh checkout (the pool
+            # replaces a connection that SQLAlchemy invalidated).
+            self._write_conn = None
+            conn.close()
+            raise
+
+    def _dispose_writer(self) -> None:
+        if self._write_conn is not None:
+            self._write_conn.close()
+            self._write_conn = None
+        self._writer.dispose()
 
     @staticmethod
     def _autocommit(engine: Engine, fn: Callable[[Connection], T]) -> T:
@@ -200,8 +230,27 @@ class SqliteDatabase:
             return fn(conn)
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
-        call = functools.partial(self._in_transaction, self._writer, fn)
-        return await asyncio.get_running_loop().run_in_executor(self._write_thread, call)
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[T] = loop.create_future()
+        self._write_thread.submit(self._write_and_report, loop, done, fn)
+        return await done
+
+    def _write_and_report(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        done: asyncio.Future[T],
+        fn: Callable[[Connection], T],
+    ) -> None:
+        # Runs in the writer thread and hands the outcome straight to the loop. This is
+        # run_in_executor without its chaining of a concurrent Future to an asyncio one
+        # (callbacks, locks, a state copy), which cost a measurable share of a small
+        # batch's CPU: there is one such hop per transaction.
+        try:
+            result = self._in_transaction(fn)
+        except BaseException as exc:
+            loop.call_soon_threadsafe(_set_exception, done, exc)
+        else:
+            loop.call_soon_threadsafe(_set_result, done, result)
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
         call = functools.partial(self._autocommit, self._reader, fn)
@@ -210,7 +259,7 @@ class SqliteDatabase:
     async def dispose(self) -> None:
         loop = asyncio.get_running_loop()
         # Close each pool's connections from its own threads, then stop the threads.
-        await loop.run_in_executor(self._write_thread, self._writer.dispose)
+        await loop.run_in_executor(self._write_thread, self._dispose_writer)
         await loop.run_in_executor(self._read_threads, self._reader.dispose)
         self._write_thread.shutdown(wait=False)
         self._read_threads.shutdown(wait=False)

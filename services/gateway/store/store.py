@@ -146,6 +146,52 @@ _UPDATE_JOB = (
 )
 
 
+def _in_list(column: sa.ColumnElement[Any], name: str, backend: Backend) -> sa.ColumnElement[bool]:
+    """`column IN (the list bound as parameter `name`)`; bind it with :func:`_list_param`.
+
+    On SQLite the list is one JSON array parameter, unpacked by json_each (JSON1, part of
+    SQLite since 3.38), so the SQL text is the same whatever the list's length. An
+    expanding IN renders one placeholder per element: SQLAlchemy renders the string
+    anew at every execution and sqlite3, whose statement cache is keyed by that
+    text, prepares it again for every new length. PostgreSQL keeps the expanding IN.
+    """
+    if backend == "sqlite":
+        return column.in_(
+            sa.select(sa.column("value")).select_from(sa.func.json_each(sa.bindparam(name)))
+        )
+    return column.in_(sa.bindparam(name, expanding=True))
+
+
+def _list_param(conn: Connection, values: Sequence[Any]) -> Any:
+    """The value to bind to an :func:`_in_list` parameter on this connection."""
+    return json.dumps(values) if conn.dialect.name == "sqlite" else values
+
+
+_BACKENDS: tuple[Backend, ...] = ("sqlite", "postgresql")
+# The writer's SELECTs and UPDATE that take a list, built once per backend and picked
+# by dialect name: building a statement per batch cost more CPU than running it.
+_OWNERS_OF_REQUEST_IDS: dict[str, sa.Executable] = {
+    backend: sa.select(jobs.c.request_id, jobs.c.request_hash, jobs.c.id, jobs.c.snapshot).where(
+        _in_list(jobs.c.request_id, "b_request_ids", backend)
+    )
+    for backend in _BACKENDS
+}
+# FOR UPDATE renders as nothing on SQLite (see _apply_mutations).
+_LOCK_JOBS: dict[str, sa.Executable] = {
+    backend: sa.select(jobs.c.id, jobs.c.event_seq, jobs.c.snapshot)
+    .where(_in_list(jobs.c.id, "b_ids", backend))
+    .order_by(jobs.c.id)
+    .with_for_update()
+    for backend in _BACKENDS
+}
+_MARK_PUBLISHED: dict[str, sa.Executable] = {
+    backend: outbox.update()
+    .where(_in_list(outbox.c.id, "b_ids", backend), outbox.c.published_ns.is_(None))
+    .values(published_ns=sa.bindparam("b_now_ns"))
+    for backend in _BACKENDS
+}
+
+
 def _set_result(future: asyncio.Future[Any], value: Any) -> None:
     if not future.done():  # the caller may have been cancelled meanwhile
         future.set_result(value)
@@ -511,9 +557,8 @@ def _apply(ops: list[_Op], conn: Connection) -> list[_Outcome]:
     for op in ops:
         if isinstance(op, _MarkPublished):
             conn.execute(
-                outbox.update()
-                .where(outbox.c.id.in_(op.ids), outbox.c.published_ns.is_(None))
-                .values(published_ns=op.now_ns)
+                _MARK_PUBLISHED[conn.dialect.name],
+                {"b_ids": _list_param(conn, op.ids), "b_now_ns": op.now_ns},
             )
             outcomes.append((op, None, None))
     return outcomes
@@ -527,9 +572,8 @@ def _apply_submits(conn: Connection, ops: list[_Submit]) -> list[_Outcome]:
     request_ids = sorted({op.request_id for op in ops if op.request_id is not None})
     if request_ids:
         rows = conn.execute(
-            sa.select(jobs.c.request_id, jobs.c.request_hash, jobs.c.id, jobs.c.snapshot).where(
-                jobs.c.request_id.in_(request_ids)
-            )
+            _OWNERS_OF_REQUEST_IDS[conn.dialect.name],
+            {"b_request_ids": _list_param(conn, request_ids)},
         )
         for row in rows:
             owners[row.request_id] = (row.request_hash, row.id, bytes(row.snapshot))
@@ -603,12 +647,7 @@ def _apply_mutations(conn: Connection, ops: list[_Mutate]) -> list[_Outcome]:
     # replicas' batches cannot deadlock (FOR UPDATE renders as nothing on SQLite,
     # where the transaction already holds the database's write lock).
     job_ids = sorted({op.job_id for op in ops})
-    rows = conn.execute(
-        sa.select(jobs.c.id, jobs.c.event_seq, jobs.c.snapshot)
-        .where(jobs.c.id.in_(job_ids))
-        .order_by(jobs.c.id)
-        .with_for_update()
-    )
+    rows = conn.execute(_LOCK_JOBS[conn.dialect.name], {"b_ids": _list_param(conn, job_ids)})
     current: dict[str, tuple[pb.Job, int]] = {
         row.id: (pb.Job.FromString(row.snapshot), row.event_seq) for row in rows
     }
