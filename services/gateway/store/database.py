@@ -151,12 +151,14 @@ def _enable_wal(cursor: Any) -> None:
             time.sleep(0.01)  # a blocking connect hook, in the store's own thread
 
 
-def _set_result(future: asyncio.Future[T], result: T) -> None:
-    if not future.done():  # the caller may have been cancelled meanwhile
+def resolve_future(future: asyncio.Future[T], result: T) -> None:
+    """Set a result unless the waiting caller already gave up (cancelled)."""
+    if not future.done():
         future.set_result(result)
 
 
-def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
+def fail_future(future: asyncio.Future[Any], exc: BaseException) -> None:
+    """Set an exception unless the waiting caller already gave up (cancelled)."""
     if not future.done():
         future.set_exception(exc)
 
@@ -248,9 +250,9 @@ class SqliteDatabase:
         try:
             result = self._in_transaction(fn)
         except BaseException as exc:
-            loop.call_soon_threadsafe(_set_exception, done, exc)
+            loop.call_soon_threadsafe(fail_future, done, exc)
         else:
-            loop.call_soon_threadsafe(_set_result, done, result)
+            loop.call_soon_threadsafe(resolve_future, done, result)
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
         call = functools.partial(self._autocommit, self._reader, fn)

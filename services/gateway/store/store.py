@@ -38,7 +38,13 @@ from dubbing import jobstate
 from dubbing.bus import JobEvent, JobMessage
 from dubbing.v1 import dubbing_pb2 as pb
 from gateway.store import migrate
-from gateway.store.database import Backend, Database, Target
+from gateway.store.database import (
+    Backend,
+    Database,
+    Target,
+    fail_future,
+    resolve_future,
+)
 from gateway.store.errors import (
     JobNotFound,
     RequestIdReused,
@@ -190,16 +196,6 @@ _MARK_PUBLISHED: dict[str, sa.Executable] = {
     .values(published_ns=sa.bindparam("b_now_ns"))
     for backend in _BACKENDS
 }
-
-
-def _set_result(future: asyncio.Future[Any], value: Any) -> None:
-    if not future.done():  # the caller may have been cancelled meanwhile
-        future.set_result(value)
-
-
-def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
-    if not future.done():
-        future.set_exception(exc)
 
 
 class JobStore:
@@ -473,14 +469,14 @@ class JobStore:
             except asyncio.CancelledError:
                 gone = StoreUnavailable("the job store writer was cancelled")
                 for op in (*batch, *self._pending):
-                    _set_exception(op.future, gone)
+                    fail_future(op.future, gone)
                 self._pending.clear()
                 raise
             except Exception as exc:
                 # A bug in this module; fail the batch but keep serving later ones.
                 log.exception("job_store_writer_error", ops=len(batch))
                 for op in batch:
-                    _set_exception(op.future, exc)
+                    fail_future(op.future, exc)
 
     async def _process(self, batch: list[_Op]) -> None:
         try:
@@ -519,14 +515,14 @@ class JobStore:
         if not isinstance(error, StoreUnavailable):
             log.error("job_store_write_failed", ops=len(ops), error=one_line(exc))
         for op in ops:
-            _set_exception(op.future, error)
+            fail_future(op.future, error)
 
     def _resolve(self, outcomes: list[_Outcome]) -> None:
         for op, value, error in outcomes:
             if error is not None:
-                _set_exception(op.future, error)
+                fail_future(op.future, error)
             else:
-                _set_result(op.future, value)
+                resolve_future(op.future, value)
 
     async def _transaction(self, ops: list[_Op]) -> list[_Outcome]:
         """Apply `ops` in one transaction; the outcomes hold once this returns (committed)."""
