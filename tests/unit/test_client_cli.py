@@ -634,10 +634,13 @@ def test_load_transcript_rejects_malformed_entries(
 
 
 def test_load_transcript_rejects_unknown_extensions_and_bad_json(tmp_path: Path) -> None:
-    srt = tmp_path / "t.srt"
-    srt.write_text("1\n00:00:01,000 --> 00:00:02,000\nBonjour\n", encoding="utf-8")
-    with pytest.raises(TranscriptError, match=r"unsupported transcript format '\.srt'"):
-        load_transcript(srt)
+    # .srt, .vtt and .csv are read too now (tests/unit/test_transcripts.py); .ass is not.
+    ass = tmp_path / "t.ass"
+    ass.write_text("[Script Info]\n", encoding="utf-8")
+    with pytest.raises(
+        TranscriptError, match=r"unsupported transcript format '\.ass'; supported: \.csv, \.json"
+    ):
+        load_transcript(ass)
     broken = tmp_path / "t.json"
     broken.write_text("{", encoding="utf-8")
     with pytest.raises(TranscriptError, match="not valid JSON"):
@@ -812,3 +815,49 @@ def test_cli_get_list_languages_download_watch(
     assert watched.exit_code == 0, watched.output
     assert "job job-1 SUCCEEDED" in watched.stdout
     assert "QUEUED queued 0%" in watched.stderr
+
+
+def test_cli_submit_srt_prints_notes_as_warnings(
+    cli: CliRunner, gateway: str, fake: FakeDubbing, tmp_path: Path
+) -> None:
+    path = tmp_path / "talk.srt"
+    path.write_bytes(
+        "1\r\n00:00:01,000 --> 00:00:03,000\r\n<i>Bonjour</i>\r\n\r\n"
+        "2\r\n00:00:02,500 --> 00:00:04,000\r\nDéjà été\r\n".encode("cp1252")
+    )
+    result = cli.invoke(app, ["--gateway", gateway, "submit", str(path), "--to", "fr"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == ["job-1"]
+    assert (
+        f"warning: {path}: line 2: trimmed end from 00:00:03.000 to 00:00:02.500 "
+        "to avoid overlapping line 6"
+    ) in result.stderr
+    sent = fake.submits[0].transcript.transcript
+    assert [(s.text, s.end.ToMilliseconds()) for s in sent.segments] == [
+        ("Bonjour", 2500),
+        ("Déjà été", 4000),
+    ]
+
+
+def test_cli_submit_csv_fps_and_line_errors(
+    cli: CliRunner, gateway: str, fake: FakeDubbing, tmp_path: Path
+) -> None:
+    path = tmp_path / "talk.csv"
+    path.write_text(
+        "speaker,start_time,end_time,transcription,translation\n"
+        "Adam,0:00:01:00,0:00:02:12,Hello,Bonjour\n"
+    )
+    base = ["--gateway", gateway, "submit", str(path), "--to", "fr"]
+    ambiguous = cli.invoke(app, base)
+    assert ambiguous.exit_code == 2
+    assert f"{path}: line 2: cannot infer the frame rate" in ambiguous.stderr
+    assert fake.submits == []
+
+    result = cli.invoke(app, [*base, "--csv-fps", "24"])
+    assert result.exit_code == 0, result.output
+    (segment,) = fake.submits[0].transcript.transcript.segments
+    assert (segment.text, segment.speaker, segment.end.ToMilliseconds()) == (
+        "Bonjour",
+        "Adam",
+        2500,
+    )

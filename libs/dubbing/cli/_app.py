@@ -20,6 +20,7 @@ import grpc
 import typer
 from google.protobuf.json_format import MessageToJson
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from dubbing.client import (
     DubbingClient,
@@ -214,7 +215,11 @@ def _labels(values: list[str]) -> dict[str, str]:
 def submit(
     ctx: typer.Context,
     file: Annotated[
-        Path, typer.Argument(help="Transcript (.json: segments with start, end, text, speaker).")
+        Path,
+        typer.Argument(
+            help="Transcript: .json (segments with start, end, text, speaker), .srt, .vtt, "
+            "or .csv (speaker,start_time,end_time,transcription,translation)."
+        ),
     ],
     to: Annotated[str, typer.Option("--to", help="Target language (BCP-47), e.g. fr.")],
     source: Annotated[
@@ -250,13 +255,30 @@ def submit(
         Path | None,
         typer.Option("--output", "-o", help="Download the result here once it succeeded."),
     ] = None,
+    csv_fps: Annotated[
+        float | None,
+        typer.Option(
+            "--csv-fps",
+            help="Frame rate of h:mm:ss:frame times in a .csv transcript.",
+            show_default="inferred when unambiguous",
+            min=0.001,
+        ),
+    ] = None,
 ) -> None:
-    """Submit a transcript for dubbing. Prints the job id first, on its own line."""
+    """Submit a transcript for dubbing. Prints the job id first, on its own line.
+
+    Changes made to an .srt, .vtt or .csv transcript on reading (overlapping cues
+    trimmed or merged, empty cues dropped) are printed to stderr as warnings.
+    """
     if wait and watch:
         raise typer.BadParameter("use either --wait or --watch", param_hint="--wait/--watch")
     labels = _labels(label or [])
+
+    def warn(note: str) -> None:
+        _render.err.print(Text.assemble(("warning:", "bold yellow"), " ", f"{file}: {note}"))
+
     try:
-        transcript = load_transcript(file)
+        transcript = load_transcript(file, csv_fps=csv_fps, on_note=warn)
     except TranscriptError as exc:
         _render.print_message_error(str(exc))
         raise typer.Exit(EXIT_INVALID) from None

@@ -1,9 +1,11 @@
 """Reading transcripts from files into ``dubbing.v1.Transcript``.
 
 Formats are chosen by file extension from :data:`_LOADERS`; each loader turns the
-file's text into a list of :class:`_RawSegment` and the common code validates and
-converts them. JSON is the only format today; SRT, VTT and CSV plug in as further
-entries (``".srt": _parse_srt``...) without touching the rest.
+file's bytes into a list of :class:`_RawSegment` (and notes of what it changed), and
+the common code validates and converts them. SubRip (``.srt``), WebVTT (``.vtt``) and
+the manual-dubbing CSV (``.csv``) are read by :mod:`dubbing.transcripts`, which decodes
+legacy encodings, names the offending line in errors, and normalizes the cues (sorted,
+overlaps trimmed or merged, empty cues dropped), reporting each change as a note.
 
 JSON accepts either ``{"segments": [...]}`` or a bare list of segments; each segment
 is ``{"start": ..., "end": ..., "text": "...", "speaker": "A"}`` (``speaker``
@@ -13,16 +15,17 @@ optional) with times in seconds (a number) or as ``"hh:mm:ss.mmm"`` /
 
 from __future__ import annotations
 
-import json
-import math
+import logging
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from dubbing import transcripts
 from dubbing.jobstate import duration
 from dubbing.v1 import dubbing_pb2 as pb
+
+_log = logging.getLogger(__name__)
 
 
 class TranscriptError(ValueError):
@@ -40,79 +43,55 @@ class _RawSegment:
     speaker: object = ""
 
 
-_Parser = Callable[[str], list[_RawSegment]]
+# A loader: (file bytes, csv_fps) -> (segments, notes of what was changed on reading).
+_Loader = Callable[[bytes, float | None], tuple[list[_RawSegment], list[str]]]
 
-_TIME = re.compile(r"^(?:(?:(?P<h>\d+):)?(?P<m>\d{1,2}):)?(?P<s>\d{1,2}(?:[.,]\d+)?)$")
-
-
-def parse_time(value: object, *, what: str = "time") -> float:
-    """Seconds from a number of seconds or an ``[[hh:]mm:]ss[.mmm]`` string.
-
-    Raises ValueError (with ``what`` in the message) for anything else, for negative or
-    non-finite numbers, and for minutes or seconds of 60 or more in a clock string.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError(f"{what} must be seconds (a number) or 'hh:mm:ss.mmm', got {value!r}")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        text = value.strip()
-        match = _TIME.match(text)
-        if match is None:
-            raise ValueError(f"{what} must be seconds or 'hh:mm:ss.mmm', got {value!r}")
-        hours = int(match["h"] or 0)
-        minutes = int(match["m"] or 0)
-        secs = float(match["s"].replace(",", "."))
-        if match["m"] is not None and (minutes >= 60 or secs >= 60):
-            raise ValueError(f"{what} {value!r} has minutes or seconds of 60 or more")
-        seconds = hours * 3600 + minutes * 60 + secs
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"{what} must be a finite, non-negative number of seconds, got {value!r}")
-    return seconds
+# One time parser for every reader (see dubbing.transcripts).
+parse_time = transcripts.parse_seconds
 
 
-def _parse_json(text: str) -> list[_RawSegment]:
+def _load_json(data: bytes, csv_fps: float | None) -> tuple[list[_RawSegment], list[str]]:
+    # JSON is read by dubbing.transcripts but, unlike the subtitle formats, not
+    # normalized: ordering and overlaps in JSON are the caller's to get right, and
+    # the service reports them per segment.
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise TranscriptError(f"not valid JSON: {exc}") from exc
-    if isinstance(data, dict):
-        if "segments" not in data:
-            raise TranscriptError('expected an object with a "segments" list, or a list')
-        items = data["segments"]
-        prefix = "segments"
-    else:
-        items = data
-        prefix = ""
-    if not isinstance(items, list):
-        raise TranscriptError(
-            f'"segments" must be a list, got {type(items).__name__}'
-            if prefix
-            else f'expected an object with a "segments" list, or a list, got {type(items).__name__}'
-        )
-    raw: list[_RawSegment] = []
-    for index, item in enumerate(items):
-        where = f"segment {index}"
-        if not isinstance(item, dict):
-            raise TranscriptError(f"{where}: must be an object, got {type(item).__name__}")
-        missing = [key for key in ("start", "end", "text") if key not in item]
-        if missing:
-            raise TranscriptError(f"{where}: missing {', '.join(repr(k) for k in missing)}")
-        raw.append(
-            _RawSegment(
-                where=where,
-                start=item["start"],
-                end=item["end"],
-                text=item["text"],
-                speaker=item.get("speaker", ""),
+        cues = transcripts.parse(data, format="json")
+    except transcripts.TranscriptFormatError as exc:
+        raise TranscriptError(str(exc)) from None
+    raw = [
+        _RawSegment(where=f"segment {i}", start=c.start, end=c.end, text=c.text, speaker=c.speaker)
+        for i, c in enumerate(cues)
+    ]
+    return raw, []
+
+
+def _cue_loader(format: str) -> _Loader:
+    """A loader for a :mod:`dubbing.transcripts` format: parse, normalize, convert."""
+
+    def load(data: bytes, csv_fps: float | None) -> tuple[list[_RawSegment], list[str]]:
+        try:
+            cues, notes = transcripts.normalize(
+                transcripts.parse(data, format=format, csv_fps=csv_fps)
             )
-        )
-    return raw
+        except transcripts.TranscriptFormatError as exc:
+            raise TranscriptError(str(exc)) from None
+        raw = [
+            _RawSegment(
+                where=f"line {c.line}", start=c.start, end=c.end, text=c.text, speaker=c.speaker
+            )
+            for c in cues
+        ]
+        return raw, notes
+
+    return load
 
 
-# Extension (lowercase, with the dot) -> parser of the file's text.
-_LOADERS: dict[str, _Parser] = {
-    ".json": _parse_json,
+# Extension (lowercase, with the dot) -> loader of the file's bytes.
+_LOADERS: dict[str, _Loader] = {
+    ".json": _load_json,
+    ".srt": _cue_loader("srt"),
+    ".vtt": _cue_loader("vtt"),
+    ".csv": _cue_loader("csv"),
 }
 
 
@@ -144,37 +123,71 @@ def transcript_from_segments(raw: list[_RawSegment]) -> pb.Transcript:
     return pb.Transcript(segments=[_segment(r) for r in raw])
 
 
-def parse_transcript(text: str, *, suffix: str = ".json") -> pb.Transcript:
-    """A transcript from the text of a file of type ``suffix`` (``".json"``...)."""
+def _report(notes: list[str], on_note: Callable[[str], None] | None, name: str) -> None:
+    for note in notes:
+        if on_note is not None:
+            on_note(note)
+        else:
+            _log.warning("%s: %s", name, note)
+
+
+def parse_transcript(
+    text: str,
+    *,
+    suffix: str = ".json",
+    csv_fps: float | None = None,
+    on_note: Callable[[str], None] | None = None,
+) -> pb.Transcript:
+    """A transcript from the text of a file of type ``suffix`` (``".json"``, ``".srt"``...).
+
+    ``csv_fps`` and ``on_note`` are as for :func:`load_transcript`.
+    """
     key = suffix.lower() if suffix.startswith(".") else f".{suffix.lower()}"
-    parser = _LOADERS.get(key)
-    if parser is None:
+    loader = _LOADERS.get(key)
+    if loader is None:
         raise TranscriptError(
             f"unsupported transcript format {suffix!r}; supported: {', '.join(sorted(_LOADERS))}"
         )
-    return transcript_from_segments(parser(text))
+    raw, notes = loader(text.encode("utf-8"), csv_fps)
+    transcript = transcript_from_segments(raw)
+    _report(notes, on_note, "transcript")
+    return transcript
 
 
-def load_transcript(path: str | os.PathLike[str]) -> pb.Transcript:
-    """Read a transcript file; the format follows the extension (today: ``.json``).
+def load_transcript(
+    path: str | os.PathLike[str],
+    *,
+    csv_fps: float | None = None,
+    on_note: Callable[[str], None] | None = None,
+) -> pb.Transcript:
+    """Read a transcript file; the format follows the extension: ``.json``, ``.srt``,
+    ``.vtt`` or ``.csv``.
 
     Raises :class:`TranscriptError` (a ValueError) naming the file and, for a malformed
-    entry, the segment index (``segment 2: 'end' (1 s) must be after 'start' (2.5 s)``).
-    Only the shape of each segment is checked here; ordering and overlaps are the
-    service's to judge.
+    entry, the segment index for JSON (``segment 2: 'end' (1 s) must be after 'start'
+    (2.5 s)``) or the line for the other formats (``line 12: bad timing line ...``).
+    JSON segments are only checked for shape (ordering and overlaps are the service's
+    to judge); SRT, VTT and CSV cues are normalized (see :mod:`dubbing.transcripts`)
+    and each change is passed to ``on_note`` as a sentence, or logged as a warning when
+    ``on_note`` is None. ``csv_fps`` is the frame rate of ``h:mm:ss:frame`` times in a
+    CSV; by default it is inferred when unambiguous.
     """
     p = Path(path)
     suffix = p.suffix.lower()
-    if suffix not in _LOADERS:
+    loader = _LOADERS.get(suffix)
+    if loader is None:
         raise TranscriptError(
             f"{p}: unsupported transcript format {suffix or '(no extension)'!r}; "
             f"supported: {', '.join(sorted(_LOADERS))}"
         )
     try:
-        text = p.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
+        data = p.read_bytes()
+    except OSError as exc:
         raise TranscriptError(f"{p}: cannot read: {exc}") from exc
     try:
-        return parse_transcript(text, suffix=suffix)
+        raw, notes = loader(data, csv_fps)
+        transcript = transcript_from_segments(raw)
     except TranscriptError as exc:
         raise TranscriptError(f"{p}: {exc}") from None
+    _report(notes, on_note, str(p))
+    return transcript
