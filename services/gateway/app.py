@@ -23,6 +23,7 @@ from gateway.outbox import OutboxRelay
 from gateway.registry import WorkerRegistry
 from gateway.servicer import DubbingServicer
 from gateway.store import StoreUnavailable, open_store
+from gateway.transcript_files import MAX_FILE_BYTES
 from gateway.validation import Limits
 from gateway.watch import WatchHub
 
@@ -76,6 +77,8 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event) -> None:
             # over gateway replicas behind a Kubernetes Service.
             ("grpc.max_connection_age_ms", 30 * 60 * 1000),
             ("grpc.max_connection_age_grace_ms", 60 * 1000),
+            # Room for a transcript file at its limit plus the rest of the request.
+            ("grpc.max_receive_message_length", 2 * MAX_FILE_BYTES),
         ]
     )
     pb_grpc.add_DubbingServiceServicer_to_server(servicer, server)

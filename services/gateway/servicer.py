@@ -20,7 +20,7 @@ from dubbing.errors import Reason
 from dubbing.logging import get_logger
 from dubbing.v1 import dubbing_pb2 as pb
 from dubbing.v1 import dubbing_pb2_grpc as pb_grpc
-from gateway import pagination, rpc_errors
+from gateway import pagination, rpc_errors, transcript_files
 from gateway.outbox import OutboxRelay
 from gateway.registry import WorkerRegistry
 from gateway.store import (
@@ -142,8 +142,20 @@ class DubbingServicer(pb_grpc.DubbingServiceServicer):
         request: pb.SubmitDubRequest,
         context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> pb.SubmitDubResponse:
-        req = request.request
-        structlog.contextvars.bind_contextvars(request_id=req.request_id)
+        sent = request.request
+        structlog.contextvars.bind_contextvars(request_id=sent.request_id)
+        try:
+            req, warnings = transcript_files.expand(sent)
+        except transcript_files.UnreadableFile as exc:
+            await rpc_errors.abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                Reason.INVALID_ARGUMENT,
+                f"invalid request: {exc.field}: {exc.description}",
+                field_violations=[(exc.field, exc.description)],
+            )
+        if req is not sent:
+            request = pb.SubmitDubRequest(request=req)
         violations = validate_submit_request(request, self._limits)
         if violations:
             await rpc_errors.abort(
@@ -166,8 +178,9 @@ class DubbingServicer(pb_grpc.DubbingServiceServicer):
             job_id=job.id, kind=kind, provider=provider, request=stored_request.SerializeToString()
         )
         try:
+            # Judged on the request as sent: a retry re-sends the same file.
             job, created = await self._store.submit(
-                job, request_hash=request_hash(req), message=message
+                job, request_hash=request_hash(sent), message=message
             )
         except RequestIdReused as exc:
             await rpc_errors.abort(
@@ -183,7 +196,7 @@ class DubbingServicer(pb_grpc.DubbingServiceServicer):
         if created:
             self._relay.poke()
             log.info("job_accepted", provider=provider, kind=kind.value)
-        return pb.SubmitDubResponse(job=job, created=created)
+        return pb.SubmitDubResponse(job=job, created=created, warnings=warnings)
 
     async def _admit(
         self,

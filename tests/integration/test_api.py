@@ -348,3 +348,46 @@ async def test_many_watchers_see_the_same_changes(stub: pb_grpc.DubbingServiceAs
     for history in histories:
         start = sequences.index(history[0][0])
         assert history == reference[start:]
+
+
+SRT_FILE = (
+    "1\n00:00:00,500 --> 00:00:03,000\nBonjour à tous.\n\n"
+    "2\n00:00:02,800 --> 00:00:05,500\nMerci d'être <b>là</b>.\n"
+).encode("utf-16")  # with a BOM, as Windows tools save it
+
+
+async def test_transcript_file_through_the_api(stub: pb_grpc.DubbingServiceAsyncStub) -> None:
+    request = pb.DubRequest(
+        request_id=str(uuid.uuid4()),
+        target_language="fr",
+        transcript=pb.TranscriptDubbing(
+            file=pb.TranscriptFile(content=SRT_FILE, filename="episode.srt")
+        ),
+    )
+    first: pb.SubmitDubResponse = await stub.SubmitDub(pb.SubmitDubRequest(request=request))
+    assert first.created
+    assert first.warnings == [
+        "line 2: trimmed end from 00:00:03.000 to 00:00:02.800 to avoid overlapping line 6"
+    ]
+    stored = first.job.request.transcript
+    assert stored.WhichOneof("source") == "transcript"  # workers get segments, not the file
+    assert [s.text for s in stored.transcript.segments] == ["Bonjour à tous.", "Merci d'être là."]
+    # A retry sends the same file: the same job.
+    again: pb.SubmitDubResponse = await stub.SubmitDub(pb.SubmitDubRequest(request=request))
+    assert not again.created and again.job.id == first.job.id
+    final = (await watch_all(stub, first.job.id))[-1]
+    assert final.state == State.STATE_SUCCEEDED, final.error
+
+
+async def test_unreadable_transcript_file_names_the_line(
+    stub: pb_grpc.DubbingServiceAsyncStub,
+) -> None:
+    broken = pb.TranscriptFile(content=b"1\n00:00:01,000 --> 00:00:0x,000\nHi\n", format="srt")
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await submit(
+            stub, pb.DubRequest(target_language="fr", transcript=pb.TranscriptDubbing(file=broken))
+        )
+    err = await rich_error(exc.value)
+    assert (err.code, err.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    [(field, description)] = err.violations
+    assert field == "request.transcript.file.content" and "line 2" in description

@@ -327,17 +327,58 @@ class OutputOptions(_message.Message):
 Global___OutputOptions: _TypeAlias = OutputOptions  # noqa: Y015
 
 @_typing.final
-class TranscriptDubbing(_message.Message):
-    """Dub a transcript: synthesize each segment in the target language inside its window."""
+class TranscriptFile(_message.Message):
+    """Dub a transcript: synthesize each segment in the target language inside its window.
+    A transcript file for the gateway to read: SubRip, WebVTT, the manual-dubbing
+    CSV or JSON segments. Encodings: UTF-8 (with or without BOM), UTF-16/UTF-32
+    with BOM, Windows-1252. Overlapping cues are trimmed (or merged when trimming
+    would leave under 0.2 s) and empty cues dropped; each change is reported in
+    SubmitDubResponse.warnings. At most 8 MiB.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    CONTENT_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    FILENAME_FIELD_NUMBER: _builtins.int
+    CSV_FPS_FIELD_NUMBER: _builtins.int
+    content: _builtins.bytes
+    """The file as it is on disk."""
+    format: _builtins.str
+    """"srt", "vtt", "csv" or "json"; empty infers it from `filename`."""
+    filename: _builtins.str
+    """The file's name, to infer the format."""
+    csv_fps: _builtins.float
+    """Frame rate of h:mm:ss:frame timecodes in a CSV; 0 infers it."""
+    def __init__(
+        self,
+        *,
+        content: _builtins.bytes = ...,
+        format: _builtins.str = ...,
+        filename: _builtins.str = ...,
+        csv_fps: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "csv_fps", b"csv_fps", "filename", b"filename", "format", b"format"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TranscriptFile: _TypeAlias = TranscriptFile  # noqa: Y015
+
+@_typing.final
+class TranscriptDubbing(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
     TRANSCRIPT_FIELD_NUMBER: _builtins.int
+    FILE_FIELD_NUMBER: _builtins.int
     VOICE_FIELD_NUMBER: _builtins.int
     TIMING_FIELD_NUMBER: _builtins.int
     OUTPUT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def transcript(self) -> Global___Transcript: ...
+    @_builtins.property
+    def file(self) -> Global___TranscriptFile: ...
     @_builtins.property
     def voice(self) -> Global___Voice: ...
     @_builtins.property
@@ -348,15 +389,18 @@ class TranscriptDubbing(_message.Message):
         self,
         *,
         transcript: Global___Transcript | None = ...,
+        file: Global___TranscriptFile | None = ...,
         voice: Global___Voice | None = ...,
         timing: Global___TimingOptions | None = ...,
         output: Global___OutputOptions | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["output", b"output", "timing", b"timing", "transcript", b"transcript", "voice", b"voice"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["file", b"file", "output", b"output", "source", b"source", "timing", b"timing", "transcript", b"transcript", "voice", b"voice"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["output", b"output", "timing", b"timing", "transcript", b"transcript", "voice", b"voice"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["file", b"file", "output", b"output", "source", b"source", "timing", b"timing", "transcript", b"transcript", "voice", b"voice"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType_source: _TypeAlias = _typing.Literal["transcript", "file"]  # noqa: Y015
+    _WhichOneofArgType_source: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_source) -> _WhichOneofReturnType_source | None: ...
 
 Global___TranscriptDubbing: _TypeAlias = TranscriptDubbing  # noqa: Y015
 
@@ -706,19 +750,27 @@ class SubmitDubResponse(_message.Message):
 
     JOB_FIELD_NUMBER: _builtins.int
     CREATED_FIELD_NUMBER: _builtins.int
+    WARNINGS_FIELD_NUMBER: _builtins.int
     created: _builtins.bool
     """False when request_id matched an existing job, which is returned."""
     @_builtins.property
     def job(self) -> Global___Job: ...
+    @_builtins.property
+    def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What the gateway changed while reading a transcript file, one line each
+        (e.g. "line 12: trimmed end from 00:00:05.000 to 00:00:04.800 ...").
+        """
+
     def __init__(
         self,
         *,
         job: Global___Job | None = ...,
         created: _builtins.bool = ...,
+        warnings: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "job", b"job"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "job", b"job", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
