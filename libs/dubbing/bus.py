@@ -147,6 +147,9 @@ class ResultInfo:
     duration_seconds: float
     size_bytes: int
     sha256: str
+    # base64 of a serialized dubbing.v1.TimingReport; protobuf keeps a 5,000-segment
+    # report around 200 KB, well inside NATS's default 1 MB payload.
+    timing: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ Every applied change increments ``Job.sequence`` by one; watchers resume by it.
 
 from __future__ import annotations
 
+import base64
 import math
 from dataclasses import dataclass
 
@@ -127,6 +128,9 @@ def apply_event(job: pb.Job, last_event_seq: int, event: JobEvent) -> Applied | 
                 duration=duration(r.duration_seconds),
                 size_bytes=r.size_bytes,
                 sha256=r.sha256,
+                timing=(
+                    pb.TimingReport.FromString(base64.b64decode(r.timing)) if r.timing else None
+                ),
             )
         )
         new.usage.CopyFrom(

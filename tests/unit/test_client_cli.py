@@ -24,6 +24,7 @@ from typing import Any
 import grpc
 import pytest
 import pytest_asyncio
+from google.protobuf import duration_pb2
 from grpc_status import rpc_status
 from typer.testing import CliRunner
 
@@ -861,3 +862,58 @@ def test_cli_submit_csv_fps_and_line_errors(
         "Adam",
         2500,
     )
+
+
+def test_cli_shows_the_timing_report(cli: CliRunner, gateway: str, fake: FakeDubbing) -> None:
+    def secs(x: float) -> duration_pb2.Duration:
+        d = duration_pb2.Duration()
+        d.FromNanoseconds(round(x * 1e9))
+        return d
+
+    report = pb.TimingReport(
+        summary=pb.TimingSummary(
+            segments=2,
+            share_duration_error_over_300ms=0.5,
+            mean_stretch=1.1,
+            max_stretch=1.2,
+            truncations=1,
+            max_start_offset=secs(0.004),
+        ),
+        segments=[
+            pb.SegmentTiming(
+                index=0,
+                window_start=secs(0.5),
+                window_end=secs(3.0),
+                speech_start=secs(0.5),
+                speech_end=secs(2.9),
+                speed=1.0,
+                stretch=1.0,
+            ),
+            pb.SegmentTiming(
+                index=1,
+                window_start=secs(3.0),
+                window_end=secs(4.0),
+                speech_start=secs(3.0),
+                speech_end=secs(4.0),
+                speed=1.3,
+                stretch=1.2,
+                overrun=secs(0.25),
+                remedies=[
+                    pb.TIMING_REMEDY_NATIVE_RATE,
+                    pb.TIMING_REMEDY_TIME_STRETCH,
+                    pb.TIMING_REMEDY_TRUNCATE,
+                ],
+            ),
+        ],
+    )
+    base = ["--gateway", gateway]
+    assert cli.invoke(app, [*base, "submit", str(EXAMPLE), "--to", "fr"]).exit_code == 0
+    fake.histories["job-1"][-1].result.timing.CopyFrom(report)
+
+    shown = cli.invoke(app, [*base, "get", "job-1", "--timing"])
+    assert shown.exit_code == 0, shown.output
+    assert "2 segments, 50% off by > 0.3 s, stretch mean 1.10 max 1.20, 1 truncated" in shown.stdout
+    assert "start offset <= 4 ms" in shown.stdout
+    assert "rate, stretch, truncate" in shown.stdout and "3.00-4.00" in shown.stdout
+    plain = cli.invoke(app, [*base, "get", "job-1"])
+    assert "rate, stretch, truncate" not in plain.stdout  # the table only with --timing

@@ -641,3 +641,48 @@ def test_random_histories_keep_the_invariants(seed: int) -> None:
         applied_count += 1
 
     assert model.job.sequence == 1 + applied_count
+
+
+def test_succeeded_event_carries_the_timing_report() -> None:
+    import base64
+    import dataclasses
+
+    report = pb.TimingReport(
+        summary=pb.TimingSummary(segments=2, max_stretch=1.2, truncations=1),
+        segments=[
+            pb.SegmentTiming(
+                index=1,
+                stretch=1.2,
+                remedies=[pb.TIMING_REMEDY_NATIVE_RATE, pb.TIMING_REMEDY_TRUNCATE],
+            )
+        ],
+    )
+    encoded = base64.b64encode(report.SerializeToString()).decode()
+    result = dataclasses.replace(RESULT, timing=encoded)
+    job = jobstate.new_job(JOB_ID, pb.DubRequest(target_language="fr"), T0)
+    applied = jobstate.apply_event(
+        job,
+        0,
+        JobEvent(
+            job_id=JOB_ID,
+            attempt=1,
+            seq=1,
+            type=EventType.SUCCEEDED,
+            worker_id="w",
+            time=T0 + 1,
+            result=result,
+        ),
+    )
+    assert isinstance(applied, jobstate.Applied)
+    assert applied.job.result.timing == report
+    # And through the bus encoding, as the gateway receives it.
+    event = JobEvent(
+        job_id=JOB_ID,
+        attempt=1,
+        seq=1,
+        type=EventType.SUCCEEDED,
+        worker_id="w",
+        time=T0,
+        result=result,
+    )
+    assert JobEvent.decode(event.encode()).result == result

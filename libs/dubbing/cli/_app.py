@@ -333,6 +333,9 @@ def get(
     ctx: typer.Context,
     job_id: Annotated[str, typer.Argument(metavar="JOB", help="Job id.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
+    timing: Annotated[
+        bool, typer.Option("--timing", help="Also print the per-segment timing report.")
+    ] = False,
 ) -> None:
     """Show one job."""
 
@@ -340,9 +343,11 @@ def get(
         job = await client.get(job_id)
         if as_json:
             typer.echo(MessageToJson(job))
-        else:
-            for line in _render.job_lines(job):
-                _render.out.print(line)
+            return 0
+        for line in _render.job_lines(job):
+            _render.out.print(line)
+        if timing and job.result.timing.segments:
+            _render.print_table(_render.timing_table(job.result.timing))
         return 0
 
     _run(ctx, run)

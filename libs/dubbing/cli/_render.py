@@ -6,7 +6,7 @@ import sys
 from collections.abc import Iterable
 from datetime import UTC
 
-from google.protobuf import timestamp_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
@@ -72,7 +72,52 @@ def result_lines(job: pb.Job) -> list[str]:
         f"  format    {format_name(r.format)}{rate}",
         f"  size      {human_bytes(r.size_bytes)} (sha256 {r.sha256 or '-'})",
         f"  artifact  {r.artifact}",
+        *([f"  timing    {timing_summary(r.timing)}"] if r.timing.summary.segments else []),
     ]
+
+
+def _seconds(d: duration_pb2.Duration) -> float:
+    return d.ToNanoseconds() / 1e9
+
+
+def timing_summary(report: pb.TimingReport) -> str:
+    """One line: how well the speech fits the transcript's windows."""
+    s = report.summary
+    return (
+        f"{s.segments} segments, {s.share_duration_error_over_300ms:.0%} off by > 0.3 s, "
+        f"stretch mean {s.mean_stretch:.2f} max {s.max_stretch:.2f}, "
+        f"{s.truncations} truncated, start offset <= {_seconds(s.max_start_offset) * 1000:.0f} ms"
+    )
+
+
+_REMEDY_NAMES = {
+    pb.TIMING_REMEDY_NATIVE_RATE: "rate",
+    pb.TIMING_REMEDY_TRIM_SILENCE: "trim",
+    pb.TIMING_REMEDY_BORROW_SILENCE: "borrow",
+    pb.TIMING_REMEDY_TIME_STRETCH: "stretch",
+    pb.TIMING_REMEDY_TRUNCATE: "truncate",
+}
+
+
+def timing_table(report: pb.TimingReport) -> Table:
+    """Per segment: window, where the speech is, what was done to make it fit."""
+    table = Table(box=None, pad_edge=False)
+    for name in ("#", "window", "speech", "speed", "stretch", "remedies", "overrun"):
+        table.add_column(name, justify="right" if name not in ("remedies",) else "left")
+    for t in report.segments:
+        remedies = ", ".join(_REMEDY_NAMES.get(r, str(r)) for r in t.remedies)
+        if t.stitched_with:
+            remedies += f" (with {', '.join(map(str, t.stitched_with))})"
+        table.add_row(
+            str(t.index),
+            f"{_seconds(t.window_start):.2f}-{_seconds(t.window_end):.2f}",
+            f"{_seconds(t.speech_start):.2f}-{_seconds(t.speech_end):.2f}",
+            f"{t.speed:.2f}",
+            f"{t.stretch:.2f}",
+            remedies or "-",
+            f"{_seconds(t.overrun):.2f}" if t.overrun.ToNanoseconds() else "-",
+        )
+    return table
 
 
 def failure_text(job: pb.Job) -> Text:
@@ -157,6 +202,8 @@ def job_lines(job: pb.Job) -> list[str]:
             ("artifact", r.artifact),
             ("audio", f"{job.usage.generated_audio_seconds:.2f} s generated"),
         ]
+        if r.timing.summary.segments:
+            rows.append(("timing", timing_summary(r.timing)))
     if job.state == pb.Job.State.STATE_FAILED:
         info = errors.error_info(job.error)
         rows.append(("reason", info.reason if info is not None else "-"))

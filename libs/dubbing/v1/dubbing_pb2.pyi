@@ -91,6 +91,40 @@ MEDIA_DUBBING_MODE_MANUAL: MediaDubbingMode.ValueType  # 2
 """The caller supplies the transcript and translation as a CSV."""
 Global___MediaDubbingMode: _TypeAlias = MediaDubbingMode  # noqa: Y015
 
+class _TimingRemedy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TimingRemedyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TimingRemedy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TIMING_REMEDY_UNSPECIFIED: _TimingRemedy.ValueType  # 0
+    TIMING_REMEDY_NATIVE_RATE: _TimingRemedy.ValueType  # 1
+    """The provider spoke faster, within its native speed range."""
+    TIMING_REMEDY_TRIM_SILENCE: _TimingRemedy.ValueType  # 2
+    """Leading/trailing silence of the take was trimmed."""
+    TIMING_REMEDY_BORROW_SILENCE: _TimingRemedy.ValueType  # 3
+    """Speech ran into the silence after the window (never into the next segment)."""
+    TIMING_REMEDY_TIME_STRETCH: _TimingRemedy.ValueType  # 4
+    """The take was time-stretched (bounded, Rubber Band quality)."""
+    TIMING_REMEDY_TRUNCATE: _TimingRemedy.ValueType  # 5
+    """The end was cut with a short fade-out; see SegmentTiming.overrun."""
+
+class TimingRemedy(_TimingRemedy, metaclass=_TimingRemedyEnumTypeWrapper):
+    """A way of making speech fit its window, cheapest artefact first."""
+
+TIMING_REMEDY_UNSPECIFIED: TimingRemedy.ValueType  # 0
+TIMING_REMEDY_NATIVE_RATE: TimingRemedy.ValueType  # 1
+"""The provider spoke faster, within its native speed range."""
+TIMING_REMEDY_TRIM_SILENCE: TimingRemedy.ValueType  # 2
+"""Leading/trailing silence of the take was trimmed."""
+TIMING_REMEDY_BORROW_SILENCE: TimingRemedy.ValueType  # 3
+"""Speech ran into the silence after the window (never into the next segment)."""
+TIMING_REMEDY_TIME_STRETCH: TimingRemedy.ValueType  # 4
+"""The take was time-stretched (bounded, Rubber Band quality)."""
+TIMING_REMEDY_TRUNCATE: TimingRemedy.ValueType  # 5
+"""The end was cut with a short fade-out; see SegmentTiming.overrun."""
+Global___TimingRemedy: _TypeAlias = TimingRemedy  # noqa: Y015
+
 @_typing.final
 class Segment(_message.Message):
     """---------------------------------------------------------------------------
@@ -552,6 +586,140 @@ class DubRequest(_message.Message):
 Global___DubRequest: _TypeAlias = DubRequest  # noqa: Y015
 
 @_typing.final
+class SegmentTiming(_message.Message):
+    """How one segment's speech was fitted into its window."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    WINDOW_START_FIELD_NUMBER: _builtins.int
+    WINDOW_END_FIELD_NUMBER: _builtins.int
+    SPEECH_START_FIELD_NUMBER: _builtins.int
+    SPEECH_END_FIELD_NUMBER: _builtins.int
+    SPEED_FIELD_NUMBER: _builtins.int
+    STRETCH_FIELD_NUMBER: _builtins.int
+    REMEDIES_FIELD_NUMBER: _builtins.int
+    OVERRUN_FIELD_NUMBER: _builtins.int
+    STITCHED_WITH_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """Position of the segment in the transcript."""
+    speed: _builtins.float
+    """Native speaking rate asked of the provider (1 = its normal rate)."""
+    stretch: _builtins.float
+    """Time-stretch ratio applied after synthesis (1 = none, above 1 = sped up)."""
+    @_builtins.property
+    def window_start(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def window_end(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def speech_start(self) -> _duration_pb2.Duration:
+        """Where the speech actually starts and ends in the output."""
+
+    @_builtins.property
+    def speech_end(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def remedies(self) -> _containers.RepeatedScalarFieldContainer[Global___TimingRemedy.ValueType]:
+        """Remedies applied, in the order they were applied."""
+
+    @_builtins.property
+    def overrun(self) -> _duration_pb2.Duration:
+        """Speech cut by a truncation (zero when none)."""
+
+    @_builtins.property
+    def stitched_with(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Other segments spoken in the same utterance (stitching)."""
+
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        window_start: _duration_pb2.Duration | None = ...,
+        window_end: _duration_pb2.Duration | None = ...,
+        speech_start: _duration_pb2.Duration | None = ...,
+        speech_end: _duration_pb2.Duration | None = ...,
+        speed: _builtins.float = ...,
+        stretch: _builtins.float = ...,
+        remedies: _abc.Iterable[Global___TimingRemedy.ValueType] | None = ...,
+        overrun: _duration_pb2.Duration | None = ...,
+        stitched_with: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["overrun", b"overrun", "speech_end", b"speech_end", "speech_start", b"speech_start", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "overrun", b"overrun", "remedies", b"remedies", "speech_end", b"speech_end", "speech_start", b"speech_start", "speed", b"speed", "stitched_with", b"stitched_with", "stretch", b"stretch", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SegmentTiming: _TypeAlias = SegmentTiming  # noqa: Y015
+
+@_typing.final
+class TimingSummary(_message.Message):
+    """The whole job's timing, summarized."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEGMENTS_FIELD_NUMBER: _builtins.int
+    SHARE_DURATION_ERROR_OVER_300MS_FIELD_NUMBER: _builtins.int
+    MEAN_STRETCH_FIELD_NUMBER: _builtins.int
+    MAX_STRETCH_FIELD_NUMBER: _builtins.int
+    TRUNCATIONS_FIELD_NUMBER: _builtins.int
+    MAX_START_OFFSET_FIELD_NUMBER: _builtins.int
+    segments: _builtins.int
+    share_duration_error_over_300ms: _builtins.float
+    """Share of segments whose speech duration differs from their window's by
+    more than 0.3 s (the IWSLT 2023 dubbing-track isochrony measure), 0..1.
+    """
+    mean_stretch: _builtins.float
+    max_stretch: _builtins.float
+    truncations: _builtins.int
+    @_builtins.property
+    def max_start_offset(self) -> _duration_pb2.Duration:
+        """Largest distance between a segment's window start and its speech start:
+        drift did not accumulate when this stays small.
+        """
+
+    def __init__(
+        self,
+        *,
+        segments: _builtins.int = ...,
+        share_duration_error_over_300ms: _builtins.float = ...,
+        mean_stretch: _builtins.float = ...,
+        max_stretch: _builtins.float = ...,
+        truncations: _builtins.int = ...,
+        max_start_offset: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["max_start_offset", b"max_start_offset"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_start_offset", b"max_start_offset", "max_stretch", b"max_stretch", "mean_stretch", b"mean_stretch", "segments", b"segments", "share_duration_error_over_300ms", b"share_duration_error_over_300ms", "truncations", b"truncations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TimingSummary: _TypeAlias = TimingSummary  # noqa: Y015
+
+@_typing.final
+class TimingReport(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    SEGMENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def summary(self) -> Global___TimingSummary: ...
+    @_builtins.property
+    def segments(self) -> _containers.RepeatedCompositeFieldContainer[Global___SegmentTiming]: ...
+    def __init__(
+        self,
+        *,
+        summary: Global___TimingSummary | None = ...,
+        segments: _abc.Iterable[Global___SegmentTiming] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["summary", b"summary"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["segments", b"segments", "summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TimingReport: _TypeAlias = TimingReport  # noqa: Y015
+
+@_typing.final
 class DubResult(_message.Message):
     """Where and what the result audio is."""
 
@@ -563,6 +731,7 @@ class DubResult(_message.Message):
     DURATION_FIELD_NUMBER: _builtins.int
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
     SHA256_FIELD_NUMBER: _builtins.int
+    TIMING_FIELD_NUMBER: _builtins.int
     artifact: _builtins.str
     """Opaque reference to the stored artifact; fetch it with DownloadResult."""
     format: Global___AudioFormat.ValueType
@@ -572,6 +741,10 @@ class DubResult(_message.Message):
     """SHA-256 of the artifact, hex."""
     @_builtins.property
     def duration(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def timing(self) -> Global___TimingReport:
+        """How the speech was fitted to the transcript's windows (transcript jobs)."""
+
     def __init__(
         self,
         *,
@@ -581,10 +754,11 @@ class DubResult(_message.Message):
         duration: _duration_pb2.Duration | None = ...,
         size_bytes: _builtins.int = ...,
         sha256: _builtins.str = ...,
+        timing: Global___TimingReport | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration", "timing", b"timing"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "duration", b"duration", "format", b"format", "sample_rate_hz", b"sample_rate_hz", "sha256", b"sha256", "size_bytes", b"size_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "duration", b"duration", "format", b"format", "sample_rate_hz", b"sample_rate_hz", "sha256", b"sha256", "size_bytes", b"size_bytes", "timing", b"timing"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
