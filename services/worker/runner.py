@@ -283,6 +283,7 @@ class Worker:
                 duration_seconds=out.duration_seconds,
                 size_bytes=stored.size,
                 sha256=stored.sha256,
+                timing=out.timing,
             ),
             generated_audio_seconds=out.generated_audio_seconds,
             characters=out.characters,

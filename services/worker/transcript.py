@@ -1,13 +1,22 @@
-"""Transcript dubbing: synthesize every segment and lay it on one track at its start."""
+"""Transcript dubbing: synthesize the segments, fit each into its window, encode one track.
+
+The fitting (remedies, bounds, stitching, precise timing) is :mod:`worker.timing`;
+this module turns the request into its inputs, keeps count of what the provider was
+asked for, and turns its report into the API's ``TimingReport``.
+"""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from dubbing.jobstate import NAME_BY_FORMAT
+import numpy as np
+import numpy.typing as npt
+
+from dubbing.jobstate import NAME_BY_FORMAT, duration
 from dubbing.v1 import dubbing_pb2 as pb
-from worker import assembly
+from worker import assembly, timing
 from worker.providers import Gender, Provider, SynthesisRequest
 
 DEFAULT_SAMPLE_RATE = 24_000
@@ -15,6 +24,13 @@ _GENDERS = {
     pb.GENDER_FEMALE: Gender.FEMALE,
     pb.GENDER_MALE: Gender.MALE,
     pb.GENDER_NEUTRAL: Gender.NEUTRAL,
+}
+_REMEDIES = {
+    "native_rate": pb.TIMING_REMEDY_NATIVE_RATE,
+    "trim_silence": pb.TIMING_REMEDY_TRIM_SILENCE,
+    "borrow_silence": pb.TIMING_REMEDY_BORROW_SILENCE,
+    "time_stretch": pb.TIMING_REMEDY_TIME_STRETCH,
+    "truncate": pb.TIMING_REMEDY_TRUNCATE,
 }
 
 Report = Callable[[str, float], Awaitable[None]]
@@ -29,11 +45,52 @@ class DubbedAudio:
     # Seconds of synthesized speech that ended up in the output (the billing unit).
     generated_audio_seconds: float
     characters: int
-    truncated_segments: int
+    # base64 of the serialized dubbing.v1.TimingReport, as the bus carries it.
+    timing: str
 
 
 def _seconds(d: object) -> float:
     return float(d.ToNanoseconds()) / 1e9  # type: ignore[attr-defined]
+
+
+def policy_for(options: pb.TimingOptions) -> timing.FitPolicy:
+    """The job's fitting policy; unset options keep the engine's defaults."""
+    defaults = timing.FitPolicy()
+    return timing.FitPolicy(
+        max_stretch=min(options.max_stretch_ratio or defaults.max_stretch, timing.HARD_MAX_STRETCH),
+        use_stitching=options.use_stitching if options.HasField("use_stitching") else True,
+        use_precise_timing=options.use_precise_timing,
+    )
+
+
+def timing_report(
+    segments: list[timing.SegmentTiming], summary: timing.TimingSummary, base_speed: float = 1.0
+) -> pb.TimingReport:
+    return pb.TimingReport(
+        summary=pb.TimingSummary(
+            segments=summary.segments,
+            share_duration_error_over_300ms=summary.share_off_by_more_than_0_3s,
+            mean_stretch=summary.mean_stretch,
+            max_stretch=summary.max_stretch,
+            truncations=summary.truncations,
+            max_start_offset=duration(summary.max_start_offset),
+        ),
+        segments=[
+            pb.SegmentTiming(
+                index=t.index,
+                window_start=duration(t.window_start),
+                window_end=duration(t.window_end),
+                speech_start=duration(t.speech_start),
+                speech_end=duration(t.speech_end),
+                speed=t.speed * base_speed,  # the rate the provider was asked for
+                stretch=t.stretch,
+                remedies=[_REMEDIES[r] for r in t.remedies],
+                overrun=duration(t.overrun),
+                stitched_with=list(t.stitched_with),
+            )
+            for t in segments
+        ],
+    )
 
 
 async def dub_transcript(request: pb.DubRequest, provider: Provider, report: Report) -> DubbedAudio:
@@ -42,37 +99,53 @@ async def dub_transcript(request: pb.DubRequest, provider: Provider, report: Rep
     caps = provider.capabilities
     voice = work.voice
     gender = _GENDERS.get(voice.gender, Gender.FEMALE)
-    speed = voice.settings.speed if voice.settings.HasField("speed") else 1.0
-    speed = min(caps.max_speed, max(caps.min_speed, speed))
+    # The caller's base rate: the engine works in rates relative to it, so its
+    # "1.0" is what the caller asked for and its speed-ups start from there.
+    base_speed = voice.settings.speed if voice.settings.HasField("speed") else 1.0
+    base_speed = min(caps.max_speed, max(caps.min_speed, base_speed))
     fmt = NAME_BY_FORMAT.get(work.output.format, "wav")
     rate = work.output.sample_rate_hz or DEFAULT_SAMPLE_RATE
-
-    clips: list[assembly.PlacedClip] = []
+    windows = [
+        timing.Window(i, _seconds(s.start), _seconds(s.end), s.text, s.speaker)
+        for i, s in enumerate(segments)
+    ]
     characters = 0
-    for index, segment in enumerate(segments):
+    takes = 0
+
+    async def synthesize(text: str, speed: float) -> tuple[npt.NDArray[np.float32], int]:
+        nonlocal characters, takes
         speech = await provider.synthesize(
             SynthesisRequest(
-                text=segment.text,
+                text=text,
                 language=request.target_language,
                 gender=gender,
                 voice_id=voice.voice_id,
-                speed=speed,
+                speed=speed * base_speed,
             )
         )
         characters += speech.characters
-        clips.append(
-            assembly.PlacedClip(
-                start=_seconds(segment.start),
-                samples=assembly.resample(speech.samples, speech.sample_rate, rate),
-                sample_rate=rate,
-            )
-        )
-        await report("synthesizing", 0.8 * (index + 1) / len(segments))
+        takes += 1
+        # Re-takes at another rate make this an estimate; it only feeds progress.
+        await report("synthesizing", 0.8 * min(1.0, takes / len(windows)))
+        return speech.samples, speech.sample_rate
 
+    clips, timings, summary = await timing.fit(
+        windows,
+        synthesize,
+        sample_rate=rate,
+        min_speed=caps.min_speed / base_speed,
+        max_speed=caps.max_speed / base_speed,
+        policy=policy_for(work.timing),
+    )
     await report("mixing", 0.85)
-    total = max(_seconds(s.end) for s in segments)
-    track, placement = assembly.place_clips(clips, sample_rate=rate, total_duration=total)
+    total = max(w.end for w in windows)
+    track, placement = assembly.place_clips(
+        [assembly.PlacedClip(start=c.start, samples=c.samples, sample_rate=rate) for c in clips],
+        sample_rate=rate,
+        total_duration=total,
+    )
     data = await assembly.encode(track, rate, fmt, rate)
+    report_pb = timing_report(timings, summary, base_speed)
     return DubbedAudio(
         data=data,
         format=fmt,
@@ -80,5 +153,5 @@ async def dub_transcript(request: pb.DubRequest, provider: Provider, report: Rep
         duration_seconds=len(track) / rate,
         generated_audio_seconds=placement.speech_seconds,
         characters=characters,
-        truncated_segments=placement.truncated,
+        timing=base64.b64encode(report_pb.SerializeToString()).decode(),
     )

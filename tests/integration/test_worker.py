@@ -24,7 +24,7 @@ from dubbing.devstack import gateway as gateway_process
 from dubbing.settings import WorkerSettings
 from dubbing.v1 import dubbing_pb2 as pb
 from dubbing.v1 import dubbing_pb2_grpc as pb_grpc
-from tests.helpers import transcript_request
+from tests.helpers import segment, transcript_request
 from worker.providers import (
     Capabilities,
     Gender,
@@ -142,9 +142,10 @@ async def finish(stub: pb_grpc.DubbingServiceAsyncStub, job_id: str) -> list[pb.
 
 
 async def submit(stub: pb_grpc.DubbingServiceAsyncStub) -> pb.Job:
-    response: pb.SubmitDubResponse = await stub.SubmitDub(
-        pb.SubmitDubRequest(request=transcript_request())
-    )
+    # One segment: the timing engine synthesizes segments concurrently, and these
+    # tests count provider calls per delivery.
+    request = transcript_request([segment(0.0, 2.0, "Bonjour.")])
+    response: pb.SubmitDubResponse = await stub.SubmitDub(pb.SubmitDubRequest(request=request))
     return response.job
 
 
