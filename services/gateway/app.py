@@ -53,7 +53,7 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event) -> None:
     await jetstream.ensure_topology(js, replicas=settings.stream_replicas)
     hub = WatchHub()
     await hub.start(nc)
-    registry = WorkerRegistry(nc, await jetstream.workers_kv(js))
+    registry = WorkerRegistry(nc, js, await jetstream.workers_kv(js))
     relay = OutboxRelay(store, js)
     applier = EventApplier(store, nc, js, hub)
 

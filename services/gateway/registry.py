@@ -13,7 +13,8 @@ import time
 from dataclasses import dataclass
 
 from nats.aio.client import Client as NATS
-from nats.js.errors import NoKeysError
+from nats.js import JetStreamContext
+from nats.js.errors import KeyDeletedError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from dubbing import bus
@@ -31,8 +32,11 @@ class _Seen:
 
 
 class WorkerRegistry:
-    def __init__(self, nc: NATS, kv: KeyValue, *, poll_seconds: float = 2.0) -> None:
+    def __init__(
+        self, nc: NATS, js: JetStreamContext, kv: KeyValue, *, poll_seconds: float = 2.0
+    ) -> None:
         self._nc = nc
+        self._js = js
         self._kv = kv
         self._poll_seconds = poll_seconds
         self._seen: dict[str, _Seen] = {}
@@ -48,17 +52,17 @@ class WorkerRegistry:
 
     async def refresh(self) -> None:
         async with self._lock:
-            try:
-                keys = await self._kv.keys()
-            except NoKeysError:
-                keys = []
+            keys = await self._keys()
             now = time.monotonic()
             # An empty listing carries no information: the adverts bucket is in
             # memory, so a restarted nats-server lists nothing until workers
             # re-advertise. Known adverts then age out through live() instead.
             seen: dict[str, _Seen] = {} if keys else dict(self._seen)
             for key in keys:
-                entry = await self._kv.get(key)
+                try:
+                    entry = await self._kv.get(key)
+                except (KeyNotFoundError, KeyDeletedError):  # withdrawn or expired since listed
+                    continue
                 if entry.value is None:
                     continue
                 revision = entry.revision or 0
@@ -68,6 +72,19 @@ class WorkerRegistry:
                 else:
                     seen[key] = _Seen(bus.WorkerAdvert.decode(entry.value), revision, now)
             self._seen = seen
+
+    async def _keys(self) -> list[str]:
+        """The bucket's keys, from the stream's server-side state.
+
+        Not ``KeyValue.keys()``: it ends its listing when the consumer reports no
+        pending messages, which can be before a just-delivered key is processed, and
+        then answers "no keys" for a bucket that has one (seen under load).
+        """
+        stream = f"KV_{bus.WORKERS_BUCKET}"
+        prefix = f"$KV.{bus.WORKERS_BUCKET}."
+        info = await self._js.stream_info(stream, subjects_filter=f"{prefix}>")
+        subjects = info.state.subjects or {}
+        return [subject.removeprefix(prefix) for subject in subjects]
 
     def live(self) -> list[bus.WorkerAdvert]:
         if not self._nc.is_connected:
@@ -79,12 +96,21 @@ class WorkerRegistry:
         return [a for a in self.live() if a.provider == provider]
 
     async def serving(self, provider: str) -> list[bus.WorkerAdvert]:
-        """Live adverts for `provider`, refreshing once before answering none."""
+        """Live adverts for `provider`, refreshing before answering none.
+
+        A refresh that fails (nats-py's key listing times out on a loaded server) is
+        retried briefly: refusing a job because the listing failed would be a false
+        FAILED_PRECONDITION. A refresh that succeeds and finds nobody answers at once.
+        """
         found = self.serving_now(provider)
-        if not found and self._nc.is_connected:
+        if found or not self._nc.is_connected:
+            return found
+        for delay in (0.0, 0.2, 0.5, 1.0):
+            await asyncio.sleep(delay)
             try:
                 await self.refresh()
             except Exception as exc:
-                log.debug("registry_refresh_failed", error=repr(exc))
-            found = self.serving_now(provider)
-        return found
+                log.warning("registry_refresh_failed", error=repr(exc), retry_in=delay)
+                continue
+            break
+        return self.serving_now(provider)
