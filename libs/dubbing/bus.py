@@ -150,6 +150,7 @@ class ResultInfo:
     # base64 of a serialized dubbing.v1.TimingReport; protobuf keeps a 5,000-segment
     # report around 200 KB, well inside NATS's default 1 MB payload.
     timing: str = ""
+    loudness_lufs: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,9 +43,10 @@ URLs                                            absolute ``http``/``https`` with
                                                 empty or one of happy, sad, angry,
                                                 fearful, disgusted, surprised, calm,
                                                 fluent, whisper
-``timing.max_stretch_ratio``                    0 (service default) or 1.0 .. 2.0
+``timing.max_stretch_ratio``                    0 (service default, 1.25) or 1.0 .. 1.4
 ``output.sample_rate_hz``                       0 (= 24,000) or 8,000, 16,000, 22,050,
                                                 24,000, 32,000, 44,100, 48,000
+``output.loudness_lufs``                        0 (= -16) or -36 .. -14
 Enum fields (gender, format, mode)              a value the API defines
 ``media.start_time`` / ``end_time``             whole seconds, 0 <= start < end <= 6 h
 ``media.num_speakers``                          0 (detect) .. 32
@@ -110,7 +111,12 @@ MAX_CSV_FPS = 240.0
 MIN_SPEED, MAX_SPEED = 0.5, 2.0
 MIN_PITCH, MAX_PITCH = -12, 12
 MAX_VOLUME = 10.0
-MIN_STRETCH_RATIO, MAX_STRETCH_RATIO = 1.0, 2.0
+# The timing engine's hard limit (worker.timing.HARD_MAX_STRETCH; a test keeps the
+# two equal): a request asking for more is refused rather than silently capped.
+MIN_STRETCH_RATIO, MAX_STRETCH_RATIO = 1.0, 1.4
+# Integrated loudness targets: quieter than -36 LUFS is barely audible speech; -14 is
+# the loudest streaming norm, and louder speech needs more limiting than it can take.
+MIN_LOUDNESS_LUFS, MAX_LOUDNESS_LUFS = -36.0, -14.0
 
 _NANOS_PER_SECOND = 1_000_000_000
 _MAX_NANOS = 999_999_999
@@ -352,6 +358,12 @@ def _check_transcript_dubbing(work: pb.TranscriptDubbing, limits: Limits, out: _
         out.add(
             f"{base}.output.sample_rate_hz",
             "must be 0 (24000) or one of " + ", ".join(str(r) for r in sorted(SAMPLE_RATES_HZ)),
+        )
+    lufs = work.output.loudness_lufs
+    if lufs != 0 and not MIN_LOUDNESS_LUFS <= lufs <= MAX_LOUDNESS_LUFS:
+        out.add(
+            f"{base}.output.loudness_lufs",
+            f"must be 0 (-16) or between {MIN_LOUDNESS_LUFS:g} and {MAX_LOUDNESS_LUFS:g} LUFS",
         )
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 import imageio_ffmpeg
 import numpy as np
 import numpy.typing as npt
+import pyloudnorm
+import scipy.ndimage
 
 Samples = npt.NDArray[np.float32]
 
@@ -323,3 +325,70 @@ def decode_to_pcm(data: bytes, *, sample_rate: int | None = None) -> tuple[Sampl
     if proc.returncode != 0:
         raise EncodeError(f"ffmpeg exited with status {proc.returncode}", stderr=_tail(proc.stderr))
     return _parse_float_wav(proc.stdout)
+
+
+DEFAULT_LOUDNESS_LUFS = -16.0
+# Peaks are kept below this after the gain, so normalising never clips.
+_PEAK_CEILING = 10 ** (-1.0 / 20)  # -1 dBFS
+
+
+@dataclass(frozen=True, slots=True)
+class Loudness:
+    """What loudness normalisation did: measured before and after, in LUFS."""
+
+    before: float
+    after: float
+    gain_db: float
+    # True when the limiter had to hold peaks under the ceiling.
+    peak_limited: bool
+
+
+_LIMITER_LOOKAHEAD_SECONDS = 0.005
+
+
+def _limit(track: npt.NDArray[np.float32], sample_rate: int) -> npt.NDArray[np.float32]:
+    """Hold peaks under -1 dBFS with a lookahead limiter, leaving the rest untouched.
+
+    The gain each sample needs is min(1, ceiling/|x|). A minimum filter spreads every
+    dip over the lookahead on both sides, and a moving average half as wide smooths
+    it: at a peak, every value averaged is already at most the gain the peak needs,
+    so no peak gets through, and the gain moves over ~5 ms instead of clicking.
+    """
+    magnitude = np.abs(track)
+    if float(magnitude.max(initial=0.0)) <= _PEAK_CEILING:
+        return track
+    needed = np.minimum(1.0, _PEAK_CEILING / np.maximum(magnitude, 1e-12))
+    width = max(1, round(_LIMITER_LOOKAHEAD_SECONDS * sample_rate))
+    held = np.asarray(scipy.ndimage.minimum_filter1d(needed, size=2 * width + 1, mode="nearest"))
+    smooth = np.asarray(scipy.ndimage.uniform_filter1d(held, size=width, mode="nearest"))
+    limited: npt.NDArray[np.float32] = (track * np.minimum(smooth, needed)).astype(np.float32)
+    return limited
+
+
+def normalize_loudness(
+    track: npt.NDArray[np.float32], sample_rate: int, target_lufs: float
+) -> tuple[npt.NDArray[np.float32], Loudness]:
+    """`track` brought to `target_lufs` integrated loudness (ITU-R BS.1770-4, pyloudnorm),
+    peaks held under -1 dBFS.
+
+    One gain for the whole programme, so relative levels between lines stay as the
+    voice made them; where that gain would clip, a limiter holds the peaks, and the
+    gain is corrected for what the limiter took off (a few rounds, to within 0.2 LU).
+    A silent track (no gated block above -70 LUFS) is returned as is.
+    """
+    meter = pyloudnorm.Meter(sample_rate)
+    before = float(meter.integrated_loudness(track.astype(np.float64)))
+    if not np.isfinite(before):
+        return track, Loudness(before, before, 0.0, False)
+    gain_db = target_lufs - before
+    limited = False
+    out, after = track, before
+    for _ in range(8):
+        scaled = (track * 10 ** (gain_db / 20)).astype(np.float32)
+        out = _limit(scaled, sample_rate)
+        limited = limited or out is not scaled
+        after = float(meter.integrated_loudness(out.astype(np.float64)))
+        if abs(after - target_lufs) <= 0.2:
+            break
+        gain_db += target_lufs - after
+    return out, Loudness(before, after, gain_db, limited)

@@ -284,6 +284,7 @@ class Worker:
                 size_bytes=stored.size,
                 sha256=stored.sha256,
                 timing=out.timing,
+                loudness_lufs=out.loudness_lufs,
             ),
             generated_audio_seconds=out.generated_audio_seconds,
             characters=out.characters,

@@ -7,6 +7,7 @@ asked for, and turns its report into the API's ``TimingReport``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ class DubbedAudio:
     characters: int
     # base64 of the serialized dubbing.v1.TimingReport, as the bus carries it.
     timing: str
+    loudness_lufs: float
 
 
 def _seconds(d: object) -> float:
@@ -144,6 +146,8 @@ async def dub_transcript(request: pb.DubRequest, provider: Provider, report: Rep
         sample_rate=rate,
         total_duration=total,
     )
+    target = work.output.loudness_lufs or assembly.DEFAULT_LOUDNESS_LUFS
+    track, loudness = await asyncio.to_thread(assembly.normalize_loudness, track, rate, target)
     data = await assembly.encode(track, rate, fmt, rate)
     report_pb = timing_report(timings, summary, base_speed)
     return DubbedAudio(
@@ -154,4 +158,5 @@ async def dub_transcript(request: pb.DubRequest, provider: Provider, report: Rep
         generated_audio_seconds=placement.speech_seconds,
         characters=characters,
         timing=base64.b64encode(report_pb.SerializeToString()).decode(),
+        loudness_lufs=loudness.after,
     )

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import grpc
 import numpy as np
 import numpy.typing as npt
+import pyloudnorm
 import pytest
 from google.protobuf import duration_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -114,6 +115,21 @@ async def test_transcript_job_end_to_end(stub: pb_grpc.DubbingServiceAsyncStub) 
         assert rms(audio[a:b]) > 0.02, f"no speech in window {seg.start.ToJsonString()}"
     total_energy = float(np.sum(audio * audio))
     assert float(np.sum(audio[~allowed] ** 2)) < 0.01 * total_energy
+    # Loudness, measured on the decoded output: the default target is -16 LUFS.
+    measured = pyloudnorm.Meter(rate).integrated_loudness(audio)
+    assert abs(measured - (-16.0)) < 1.0
+    assert abs(result.loudness_lufs - measured) < 0.3
+
+
+async def test_broadcast_loudness_target(stub: pb_grpc.DubbingServiceAsyncStub) -> None:
+    request = transcript_request()
+    request.transcript.output.loudness_lufs = -23.0
+    job = await submit(stub, request)
+    final = (await watch_all(stub, job.id))[-1]
+    assert final.state == State.STATE_SUCCEEDED, final.error
+    _, data = await download(stub, job.id)
+    audio, rate = read_wav(data)
+    assert abs(pyloudnorm.Meter(rate).integrated_loudness(audio) - (-23.0)) < 1.0
 
 
 async def test_watch_resumes_after_a_sequence(stub: pb_grpc.DubbingServiceAsyncStub) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from worker import assembly
 from worker.assembly import (
     FADE_OUT_SECONDS,
     EncodeError,
@@ -280,3 +281,49 @@ async def test_concurrent_encodes() -> None:
     for track, data in zip(tracks, datas, strict=True):
         samples, _ = await decode(data)
         assert len(samples) == len(track)
+
+
+# -- loudness -------------------------------------------------------------------
+
+
+async def _speech_track(sample_rate: int = 24_000) -> np.ndarray:
+    from worker.providers.base import SynthesisRequest
+    from worker.providers.local import LocalProvider
+
+    provider = LocalProvider()
+    clips = []
+    for i, text in enumerate(["Bonjour à tous.", "Merci d'être venus.", "À bientôt."]):
+        speech = await provider.synthesize(SynthesisRequest(text=text, language="fr"))
+        samples = assembly.resample(speech.samples, speech.sample_rate, sample_rate)
+        clips.append(assembly.PlacedClip(start=2.0 * i, samples=samples, sample_rate=sample_rate))
+    track, _ = assembly.place_clips(clips, sample_rate=sample_rate, total_duration=6.0)
+    return track
+
+
+@pytest.mark.parametrize("target", [-16.0, -23.0])
+async def test_loudness_is_normalised_to_the_target(target: float) -> None:
+    import pyloudnorm
+
+    track = await _speech_track()
+    out, loudness = assembly.normalize_loudness(track, 24_000, target)
+    measured = pyloudnorm.Meter(24_000).integrated_loudness(out.astype(np.float64))
+    assert abs(measured - target) < 0.5
+    assert abs(loudness.after - measured) < 0.01
+    assert float(np.max(np.abs(out))) <= 10 ** (-1 / 20) + 1e-6
+
+
+async def test_loud_targets_are_reached_without_clipping() -> None:
+    import pyloudnorm
+
+    track = await _speech_track()
+    out, loudness = assembly.normalize_loudness(track, 24_000, -14.0)  # the loudest allowed
+    assert loudness.peak_limited
+    measured = pyloudnorm.Meter(24_000).integrated_loudness(out.astype(np.float64))
+    assert abs(measured - (-14.0)) < 1.0
+    assert float(np.max(np.abs(out))) <= 10 ** (-1 / 20) + 1e-6
+
+
+def test_silence_is_left_alone() -> None:
+    track = np.zeros(24_000 * 2, dtype=np.float32)
+    out, loudness = assembly.normalize_loudness(track, 24_000, -16.0)
+    assert np.array_equal(out, track) and loudness.gain_db == 0.0

@@ -62,7 +62,7 @@ def transcript_request() -> pb.DubRequest:
                 clone_from_audio_url="https://example.com/voice.mp3?sig=abc",
             ),
             timing=pb.TimingOptions(
-                use_stitching=False, use_precise_timing=True, max_stretch_ratio=1.5
+                use_stitching=False, use_precise_timing=True, max_stretch_ratio=1.3
             ),
             output=pb.OutputOptions(format=pb.AUDIO_FORMAT_MP3, sample_rate_hz=44100),
         ),
@@ -419,18 +419,39 @@ def test_unknown_emotion() -> None:
     assert fields(req) == [f"{SETTINGS}.emotion"]
 
 
-@pytest.mark.parametrize("ratio", [0.0, 1.0, 2.0])
+@pytest.mark.parametrize("ratio", [0.0, 1.0, 1.4])
 def test_max_stretch_ratio_valid(ratio: float) -> None:
     req = transcript_request()
     req.transcript.timing.max_stretch_ratio = ratio
     assert fields(req) == []
 
 
-@pytest.mark.parametrize("ratio", [0.5, 0.99, 2.01, -1.0, math.nan])
+@pytest.mark.parametrize("ratio", [0.5, 0.99, 1.41, 2.0, -1.0, math.nan])
 def test_max_stretch_ratio_invalid(ratio: float) -> None:
     req = transcript_request()
     req.transcript.timing.max_stretch_ratio = ratio
     assert fields(req) == ["request.transcript.timing.max_stretch_ratio"]
+
+
+def test_stretch_limit_is_the_timing_engines() -> None:
+    from gateway import validation
+    from worker import timing
+
+    assert validation.MAX_STRETCH_RATIO == timing.HARD_MAX_STRETCH
+
+
+@pytest.mark.parametrize("lufs", [0.0, -16.0, -23.0, -36.0, -14.0])
+def test_loudness_target_valid(lufs: float) -> None:
+    req = transcript_request()
+    req.transcript.output.loudness_lufs = lufs
+    assert fields(req) == []
+
+
+@pytest.mark.parametrize("lufs", [-36.5, -13.9, -10.0, 5.0, math.nan])
+def test_loudness_target_invalid(lufs: float) -> None:
+    req = transcript_request()
+    req.transcript.output.loudness_lufs = lufs
+    assert fields(req) == ["request.transcript.output.loudness_lufs"]
 
 
 def test_unknown_output_format() -> None:

@@ -69,7 +69,8 @@ def result_lines(job: pb.Job) -> list[str]:
     return [
         f"job {job.id} SUCCEEDED",
         f"  duration  {seconds:.2f} s",
-        f"  format    {format_name(r.format)}{rate}",
+        f"  format    {format_name(r.format)}{rate}"
+        + (f", {r.loudness_lufs:.1f} LUFS" if r.loudness_lufs else ""),
         f"  size      {human_bytes(r.size_bytes)} (sha256 {r.sha256 or '-'})",
         f"  artifact  {r.artifact}",
         *([f"  timing    {timing_summary(r.timing)}"] if r.timing.summary.segments else []),
