@@ -56,6 +56,11 @@ def duration(seconds: float) -> duration_pb2.Duration:
     return d
 
 
+def seconds(d: duration_pb2.Duration) -> float:
+    """The inverse of :func:`duration`."""
+    return d.ToNanoseconds() / 1e9
+
+
 def new_job(job_id: str, request: pb.DubRequest, now: float) -> pb.Job:
     ts = timestamp(now)
     return pb.Job(

@@ -113,6 +113,14 @@ def _lowpass(x: Samples, cutoff: float, taps: int = 63) -> Samples:
     return np.convolve(x, kernel)[offset : offset + len(x)].astype(np.float32)
 
 
+def fade_out(x: Samples, n: int) -> Samples:
+    """Linear fade over the last `n` samples, in place; returns `x`."""
+    n = min(n, len(x))
+    if n > 0:
+        x[len(x) - n :] *= np.linspace(1.0, 0.0, n, dtype=np.float32)
+    return x
+
+
 def place_clips(
     clips: Sequence[PlacedClip], *, sample_rate: int, total_duration: float
 ) -> tuple[Samples, PlacementReport]:
@@ -148,9 +156,7 @@ def place_clips(
         keep = min(len(pcm), limit - start)
         truncated = keep < len(pcm)
         if truncated:
-            pcm = pcm[:keep].copy()
-            n = min(fade_len, keep)
-            pcm[keep - n :] *= np.linspace(1.0, 0.0, n, dtype=np.float32)
+            pcm = fade_out(pcm[:keep].copy(), fade_len)
         track[start : start + keep] = pcm
         placements[i] = ClipPlacement(
             index=i,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from dubbing.jobstate import NAME_BY_FORMAT, duration
+from dubbing.jobstate import NAME_BY_FORMAT, duration, seconds
 from dubbing.v1 import dubbing_pb2 as pb
 from worker import assembly, timing
 from worker.providers import Gender, Provider, SynthesisRequest
@@ -49,10 +49,6 @@ class DubbedAudio:
     # base64 of the serialized dubbing.v1.TimingReport, as the bus carries it.
     timing: str
     loudness_lufs: float
-
-
-def _seconds(d: object) -> float:
-    return float(d.ToNanoseconds()) / 1e9  # type: ignore[attr-defined]
 
 
 def policy_for(options: pb.TimingOptions) -> timing.FitPolicy:
@@ -108,7 +104,7 @@ async def dub_transcript(request: pb.DubRequest, provider: Provider, report: Rep
     fmt = NAME_BY_FORMAT.get(work.output.format, "wav")
     rate = work.output.sample_rate_hz or DEFAULT_SAMPLE_RATE
     windows = [
-        timing.Window(i, _seconds(s.start), _seconds(s.end), s.text, s.speaker)
+        timing.Window(i, seconds(s.start), seconds(s.end), s.text, s.speaker)
         for i, s in enumerate(segments)
     ]
     characters = 0

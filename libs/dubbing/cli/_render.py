@@ -6,7 +6,7 @@ import sys
 from collections.abc import Iterable
 from datetime import UTC
 
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import timestamp_pb2
 from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
@@ -14,7 +14,7 @@ from rich.text import Text
 
 from dubbing import errors
 from dubbing.client import DeadlineExceeded, DubbingError, JobFailed, Unavailable
-from dubbing.jobstate import NAME_BY_FORMAT
+from dubbing.jobstate import NAME_BY_FORMAT, seconds
 from dubbing.v1 import dubbing_pb2 as pb
 
 # Consoles resolve sys.stdout / sys.stderr when they print, so redirections (and
@@ -64,11 +64,11 @@ def progress_line(job: pb.Job) -> str:
 def result_lines(job: pb.Job) -> list[str]:
     """What a SUCCEEDED job produced, for stdout."""
     r = job.result
-    seconds = r.duration.ToTimedelta().total_seconds()
+    length = seconds(r.duration)
     rate = f", {r.sample_rate_hz} Hz" if r.sample_rate_hz else ""
     return [
         f"job {job.id} SUCCEEDED",
-        f"  duration  {seconds:.2f} s",
+        f"  duration  {length:.2f} s",
         f"  format    {format_name(r.format)}{rate}"
         + (f", {r.loudness_lufs:.1f} LUFS" if r.loudness_lufs else ""),
         f"  size      {human_bytes(r.size_bytes)} (sha256 {r.sha256 or '-'})",
@@ -77,17 +77,13 @@ def result_lines(job: pb.Job) -> list[str]:
     ]
 
 
-def _seconds(d: duration_pb2.Duration) -> float:
-    return d.ToNanoseconds() / 1e9
-
-
 def timing_summary(report: pb.TimingReport) -> str:
     """One line: how well the speech fits the transcript's windows."""
     s = report.summary
     return (
         f"{s.segments} segments, {s.share_duration_error_over_300ms:.0%} off by > 0.3 s, "
         f"stretch mean {s.mean_stretch:.2f} max {s.max_stretch:.2f}, "
-        f"{s.truncations} truncated, start offset <= {_seconds(s.max_start_offset) * 1000:.0f} ms"
+        f"{s.truncations} truncated, start offset <= {seconds(s.max_start_offset) * 1000:.0f} ms"
     )
 
 
@@ -111,12 +107,12 @@ def timing_table(report: pb.TimingReport) -> Table:
             remedies += f" (with {', '.join(map(str, t.stitched_with))})"
         table.add_row(
             str(t.index),
-            f"{_seconds(t.window_start):.2f}-{_seconds(t.window_end):.2f}",
-            f"{_seconds(t.speech_start):.2f}-{_seconds(t.speech_end):.2f}",
+            f"{seconds(t.window_start):.2f}-{seconds(t.window_end):.2f}",
+            f"{seconds(t.speech_start):.2f}-{seconds(t.speech_end):.2f}",
             f"{t.speed:.2f}",
             f"{t.stretch:.2f}",
             remedies or "-",
-            f"{_seconds(t.overrun):.2f}" if t.overrun.ToNanoseconds() else "-",
+            f"{seconds(t.overrun):.2f}" if t.overrun.ToNanoseconds() else "-",
         )
     return table
 
@@ -196,7 +192,7 @@ def job_lines(job: pb.Job) -> list[str]:
     if job.state == pb.Job.State.STATE_SUCCEEDED:
         r = job.result
         rows += [
-            ("duration", f"{r.duration.ToTimedelta().total_seconds():.2f} s"),
+            ("duration", f"{seconds(r.duration):.2f} s"),
             ("format", f"{format_name(r.format)}, {r.sample_rate_hz} Hz"),
             ("size", human_bytes(r.size_bytes)),
             ("sha256", r.sha256),

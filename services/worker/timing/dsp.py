@@ -1,4 +1,4 @@
-"""The signal processing the engine needs: silence detection, stretching, fading.
+"""The signal processing the engine needs: silence detection, stretching, cutting to length.
 
 All in-process numpy and Rubber Band (through pedalboard); nothing here starts a
 process. Functions are synchronous and CPU-bound; the engine runs them off the
@@ -8,10 +8,9 @@ event loop.
 from __future__ import annotations
 
 import numpy as np
-import numpy.typing as npt
 import pedalboard
 
-Samples = npt.NDArray[np.float32]
+from worker.assembly import Samples
 
 FRAME_SECONDS = 0.010
 _FLOOR_DBFS = -80.0
@@ -61,11 +60,3 @@ def fit_length(x: Samples, n: int) -> Samples:
     out = np.zeros(n, dtype=np.float32)
     out[: len(x)] = x
     return out
-
-
-def fade_out(x: Samples, n: int) -> Samples:
-    """Linear fade over the last `n` samples, in place; returns `x`."""
-    n = min(n, len(x))
-    if n > 0:
-        x[len(x) - n :] *= np.linspace(1.0, 0.0, n, dtype=np.float32)
-    return x

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from worker.assembly import resample
+from worker.assembly import Samples, fade_out, resample
 
-from .dsp import Samples, fade_out, fit_length, speech_bounds, stretch
+from .dsp import fit_length, speech_bounds, stretch
 from .model import Clip, FitPolicy, SegmentTiming, Synthesize, TimingSummary, Window
 
 # Windows closer than this count as touching (precise-timing stitching).
