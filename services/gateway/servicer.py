@@ -287,8 +287,8 @@ class DubbingServicer(pb_grpc.DubbingServiceServicer):
             size = pagination.page_size(request.page_size)
             states = sorted(set(request.states))
             filter_key = pagination.states_filter_key(states)
-            cursor = (
-                self._page_tokens.decode(request.page_token, filter_key)
+            after = (
+                Cursor(*self._page_tokens.decode(request.page_token, filter_key))
                 if request.page_token
                 else None
             )
@@ -300,17 +300,13 @@ class DubbingServicer(pb_grpc.DubbingServiceServicer):
                 str(exc),
                 field_violations=exc.violations,
             )
-        jobs = await self._store.list_jobs(
-            states=states,
-            limit=size + 1,
-            after=_cursor(cursor) if cursor else None,
-        )
+        jobs = await self._store.list_jobs(states=states, limit=size + 1, after=after)
         token = ""
         if len(jobs) > size:
             jobs = jobs[:size]
-            last = jobs[-1]
+            following = Cursor.after(jobs[-1])
             token = self._page_tokens.encode(
-                (last.create_time.ToNanoseconds(), last.id), filter_key
+                (following.create_time_ns, following.job_id), filter_key
             )
         return pb.ListJobsResponse(jobs=jobs, next_page_token=token)
 
@@ -514,7 +510,3 @@ def _language(advert: bus.WorkerAdvert, code: str) -> bus.LanguageAdvert | None:
     by_code = {lang.code.lower(): lang for lang in advert.languages}
     wanted = code.lower()
     return by_code.get(wanted) or by_code.get(wanted.split("-")[0])
-
-
-def _cursor(value: tuple[int, str]) -> Cursor:
-    return Cursor(create_time_ns=value[0], job_id=value[1])
