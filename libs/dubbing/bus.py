@@ -11,6 +11,7 @@ Streams, subjects and buckets::
     KV  dubbing_workers           worker adverts (capabilities), expire unless refreshed
     KV  dubbing_cancelled         job ids cancelled by a client
     OBJ dubbing_results           result audio, one object per job attempt
+    OBJ dubbing_assets            uploaded files (background tracks), expire after max age
 
 A job message carries the serialized ``dubbing.v1.DubRequest`` and the job id in
 headers; ``Nats-Msg-Id`` is the job id so a re-published outbox row is dropped by
@@ -37,6 +38,9 @@ CANCEL_SUBJECT_PREFIX = "dubbing.cancel"
 WORKERS_BUCKET = "dubbing_workers"
 CANCELLED_BUCKET = "dubbing_cancelled"
 RESULTS_BUCKET = "dubbing_results"
+ASSETS_BUCKET = "dubbing_assets"
+# Public asset names are "assets/<id>"; the object in ASSETS_BUCKET is named <id>.
+ASSET_NAME_PREFIX = "assets/"
 GATEWAY_EVENTS_CONSUMER = "gateway-events"
 
 HEADER_JOB_ID = "Dubbing-Job-Id"

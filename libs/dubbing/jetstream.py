@@ -121,6 +121,7 @@ async def ensure_topology(js: JetStreamContext, *, replicas: int = 1) -> None:
     await workers_kv(js, replicas=replicas)
     await cancelled_kv(js, replicas=replicas)
     await results_store(js, replicas=replicas)
+    await assets_store(js, replicas=replicas)
 
 
 async def _kv(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
@@ -161,6 +162,26 @@ async def results_store(js: JetStreamContext, *, replicas: int = 1) -> ObjectSto
         return await js.create_object_store(
             bus.RESULTS_BUCKET,
             config=ObjectStoreConfig(storage=StorageType.FILE, replicas=replicas),
+        )
+
+
+# How long an uploaded asset is kept when the bucket is first created.
+ASSET_MAX_AGE_SECONDS = 7 * 24 * 3600.0
+
+
+async def assets_store(
+    js: JetStreamContext, *, replicas: int = 1, max_age_seconds: float = ASSET_MAX_AGE_SECONDS
+) -> ObjectStore:
+    """Uploaded files. The bucket's max age is set when it is created; changing it
+    later needs a stream update (nats stream edit OBJ_dubbing_assets)."""
+    try:
+        return await js.object_store(bus.ASSETS_BUCKET)
+    except (NotFoundError, BadRequestError):
+        return await js.create_object_store(
+            bus.ASSETS_BUCKET,
+            config=ObjectStoreConfig(
+                storage=StorageType.FILE, replicas=replicas, ttl=max_age_seconds
+            ),
         )
 
 

@@ -407,6 +407,58 @@ class TranscriptFile(_message.Message):
 Global___TranscriptFile: _TypeAlias = TranscriptFile  # noqa: Y015
 
 @_typing.final
+class BackgroundAudio(_message.Message):
+    """Audio mixed under the dub: music and effects, room tone. The output lasts as
+    long as the longer of the transcript and this track (at most 6 hours).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    ASSET_FIELD_NUMBER: _builtins.int
+    GAIN_DB_FIELD_NUMBER: _builtins.int
+    DUCKING_DB_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """http or https URL of any audio or video file ffmpeg reads; the worker
+    fetches it (at most 2 GiB).
+    """
+    asset: _builtins.str
+    """An uploaded file: the name UploadAsset returned, "assets/..."."""
+    gain_db: _builtins.float
+    """Gain applied to the background before mixing, dB, -60..+20. 0 keeps the
+    level it comes at: the dub is brought to the job's loudness target first,
+    so a stem mastered for that target sits where it was meant to. The finished
+    mix is then brought to the target as a whole.
+    """
+    ducking_db: _builtins.float
+    """How far the background is lowered while speech plays, dB, 0..40. Unset
+    means 12; 0 turns ducking off. The dip starts 150 ms before the speech and
+    recovers over 400 ms after it; pauses under 0.5 s stay ducked.
+    """
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        asset: _builtins.str = ...,
+        gain_db: _builtins.float = ...,
+        ducking_db: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_ducking_db", b"_ducking_db", "asset", b"asset", "ducking_db", b"ducking_db", "source", b"source", "url", b"url"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ducking_db", b"_ducking_db", "asset", b"asset", "ducking_db", b"ducking_db", "gain_db", b"gain_db", "source", b"source", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__ducking_db: _TypeAlias = _typing.Literal["ducking_db"]  # noqa: Y015
+    _WhichOneofArgType__ducking_db: _TypeAlias = _typing.Literal["_ducking_db", b"_ducking_db"]  # noqa: Y015
+    _WhichOneofReturnType_source: _TypeAlias = _typing.Literal["url", "asset"]  # noqa: Y015
+    _WhichOneofArgType_source: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__ducking_db) -> _WhichOneofReturnType__ducking_db | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_source) -> _WhichOneofReturnType_source | None: ...
+
+Global___BackgroundAudio: _TypeAlias = BackgroundAudio  # noqa: Y015
+
+@_typing.final
 class TranscriptDubbing(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -415,6 +467,7 @@ class TranscriptDubbing(_message.Message):
     VOICE_FIELD_NUMBER: _builtins.int
     TIMING_FIELD_NUMBER: _builtins.int
     OUTPUT_FIELD_NUMBER: _builtins.int
+    BACKGROUND_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def transcript(self) -> Global___Transcript: ...
     @_builtins.property
@@ -425,6 +478,10 @@ class TranscriptDubbing(_message.Message):
     def timing(self) -> Global___TimingOptions: ...
     @_builtins.property
     def output(self) -> Global___OutputOptions: ...
+    @_builtins.property
+    def background(self) -> Global___BackgroundAudio:
+        """Optional track mixed under the speech."""
+
     def __init__(
         self,
         *,
@@ -433,10 +490,11 @@ class TranscriptDubbing(_message.Message):
         voice: Global___Voice | None = ...,
         timing: Global___TimingOptions | None = ...,
         output: Global___OutputOptions | None = ...,
+        background: Global___BackgroundAudio | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["file", b"file", "output", b"output", "source", b"source", "timing", b"timing", "transcript", b"transcript", "voice", b"voice"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["background", b"background", "file", b"file", "output", b"output", "source", b"source", "timing", b"timing", "transcript", b"transcript", "voice", b"voice"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["file", b"file", "output", b"output", "source", b"source", "timing", b"timing", "transcript", b"transcript", "voice", b"voice"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["background", b"background", "file", b"file", "output", b"output", "source", b"source", "timing", b"timing", "transcript", b"transcript", "voice", b"voice"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_source: _TypeAlias = _typing.Literal["transcript", "file"]  # noqa: Y015
     _WhichOneofArgType_source: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
@@ -1292,3 +1350,95 @@ class DownloadResultResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DownloadResultResponse: _TypeAlias = DownloadResultResponse  # noqa: Y015
+
+@_typing.final
+class UploadAssetRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILENAME_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    filename: _builtins.str
+    """First message only: the file's name, kept for the caller's reference."""
+    chunk: _builtins.bytes
+    """A piece of the file, in order; at most 1 MiB per message."""
+    sha256: _builtins.str
+    """First message only, optional: hex SHA-256 of the whole file. When given,
+    an upload whose content differs fails with INVALID_ARGUMENT.
+    """
+    def __init__(
+        self,
+        *,
+        filename: _builtins.str = ...,
+        chunk: _builtins.bytes = ...,
+        sha256: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "filename", b"filename", "sha256", b"sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadAssetRequest: _TypeAlias = UploadAssetRequest  # noqa: Y015
+
+@_typing.final
+class Asset(_message.Message):
+    """An uploaded file."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    FILENAME_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"assets/<id>": what BackgroundAudio.asset refers to."""
+    filename: _builtins.str
+    size_bytes: _builtins.int
+    sha256: _builtins.str
+    """Hex SHA-256 of the content."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the asset is deleted."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        filename: _builtins.str = ...,
+        size_bytes: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "filename", b"filename", "name", b"name", "sha256", b"sha256", "size_bytes", b"size_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Asset: _TypeAlias = Asset  # noqa: Y015
+
+@_typing.final
+class UploadAssetResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ASSET_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def asset(self) -> Global___Asset: ...
+    def __init__(
+        self,
+        *,
+        asset: Global___Asset | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["asset", b"asset"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["asset", b"asset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadAssetResponse: _TypeAlias = UploadAssetResponse  # noqa: Y015

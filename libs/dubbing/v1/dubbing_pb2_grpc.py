@@ -69,6 +69,11 @@ class DubbingServiceStub:
                 request_serializer=dubbing_dot_v1_dot_dubbing__pb2.DownloadResultRequest.SerializeToString,
                 response_deserializer=dubbing_dot_v1_dot_dubbing__pb2.DownloadResultResponse.FromString,
                 _registered_method=True)
+        self.UploadAsset = channel.stream_unary(
+                '/dubbing.v1.DubbingService/UploadAsset',
+                request_serializer=dubbing_dot_v1_dot_dubbing__pb2.UploadAssetRequest.SerializeToString,
+                response_deserializer=dubbing_dot_v1_dot_dubbing__pb2.UploadAssetResponse.FromString,
+                _registered_method=True)
 
 
 class DubbingServiceServicer:
@@ -126,6 +131,16 @@ class DubbingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UploadAsset(self, request_iterator, context):
+        """Uploads a file (e.g. a background track) that jobs then refer to by the
+        returned asset name. Client streaming: the first message carries the
+        metadata, every message may carry bytes. Assets are kept for a limited time
+        (the gateway's DUBBING_ASSET_MAX_AGE_HOURS, 7 days by default).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DubbingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -163,6 +178,11 @@ def add_DubbingServiceServicer_to_server(servicer, server):
                     servicer.DownloadResult,
                     request_deserializer=dubbing_dot_v1_dot_dubbing__pb2.DownloadResultRequest.FromString,
                     response_serializer=dubbing_dot_v1_dot_dubbing__pb2.DownloadResultResponse.SerializeToString,
+            ),
+            'UploadAsset': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadAsset,
+                    request_deserializer=dubbing_dot_v1_dot_dubbing__pb2.UploadAssetRequest.FromString,
+                    response_serializer=dubbing_dot_v1_dot_dubbing__pb2.UploadAssetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -354,6 +374,33 @@ class DubbingService:
             '/dubbing.v1.DubbingService/DownloadResult',
             dubbing_dot_v1_dot_dubbing__pb2.DownloadResultRequest.SerializeToString,
             dubbing_dot_v1_dot_dubbing__pb2.DownloadResultResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadAsset(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/dubbing.v1.DubbingService/UploadAsset',
+            dubbing_dot_v1_dot_dubbing__pb2.UploadAssetRequest.SerializeToString,
+            dubbing_dot_v1_dot_dubbing__pb2.UploadAssetResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,12 @@ class DubbingServiceStub:
     """Providers, languages and genders that live workers can serve right now."""
     DownloadResult: _grpc.UnaryStreamMultiCallable[_dubbing_pb2.DownloadResultRequest, _dubbing_pb2.DownloadResultResponse]
     """Streams the result audio of a SUCCEEDED job in chunks."""
+    UploadAsset: _grpc.StreamUnaryMultiCallable[_dubbing_pb2.UploadAssetRequest, _dubbing_pb2.UploadAssetResponse]
+    """Uploads a file (e.g. a background track) that jobs then refer to by the
+    returned asset name. Client streaming: the first message carries the
+    metadata, every message may carry bytes. Assets are kept for a limited time
+    (the gateway's DUBBING_ASSET_MAX_AGE_HOURS, 7 days by default).
+    """
 
 @_typing.type_check_only
 class DubbingServiceAsyncStub(DubbingServiceStub):
@@ -80,6 +86,12 @@ class DubbingServiceAsyncStub(DubbingServiceStub):
     """Providers, languages and genders that live workers can serve right now."""
     DownloadResult: _aio.UnaryStreamMultiCallable[_dubbing_pb2.DownloadResultRequest, _dubbing_pb2.DownloadResultResponse]  # type: ignore[assignment]
     """Streams the result audio of a SUCCEEDED job in chunks."""
+    UploadAsset: _aio.StreamUnaryMultiCallable[_dubbing_pb2.UploadAssetRequest, _dubbing_pb2.UploadAssetResponse]  # type: ignore[assignment]
+    """Uploads a file (e.g. a background track) that jobs then refer to by the
+    returned asset name. Client streaming: the first message carries the
+    metadata, every message may carry bytes. Assets are kept for a limited time
+    (the gateway's DUBBING_ASSET_MAX_AGE_HOURS, 7 days by default).
+    """
 
 class DubbingServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -142,5 +154,17 @@ class DubbingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_dubbing_pb2.DownloadResultResponse], _abc.AsyncIterator[_dubbing_pb2.DownloadResultResponse]]:
         """Streams the result audio of a SUCCEEDED job in chunks."""
+
+    @_abc_1.abstractmethod
+    def UploadAsset(
+        self,
+        request_iterator: _MaybeAsyncIterator[_dubbing_pb2.UploadAssetRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_dubbing_pb2.UploadAssetResponse, _abc.Awaitable[_dubbing_pb2.UploadAssetResponse]]:
+        """Uploads a file (e.g. a background track) that jobs then refer to by the
+        returned asset name. Client streaming: the first message carries the
+        metadata, every message may carry bytes. Assets are kept for a limited time
+        (the gateway's DUBBING_ASSET_MAX_AGE_HOURS, 7 days by default).
+        """
 
 def add_DubbingServiceServicer_to_server(servicer: DubbingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
