@@ -34,10 +34,12 @@ WORKER_ADVERT_TTL_SECONDS = 15.0
 EVENTS_MAX_AGE_SECONDS = 7 * 24 * 3600.0
 CANCELLED_TTL_SECONDS = 7 * 24 * 3600.0
 DUPLICATE_WINDOW_SECONDS = 120.0
+# How long an uploaded asset is kept when the bucket is first created.
+ASSET_MAX_AGE_SECONDS = 7 * 24 * 3600.0
 
 
 class BusUnavailable(Exception):
-    """NATS could not be reached at start-up."""
+    """NATS could not be reached: at start-up, or by a request that needed it."""
 
 
 async def connect(url: str, *, name: str, connect_timeout: float) -> NATS:
@@ -94,7 +96,14 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
         await js.update_stream(config)
 
 
-async def ensure_topology(js: JetStreamContext, *, replicas: int = 1) -> None:
+async def ensure_topology(
+    js: JetStreamContext,
+    *,
+    replicas: int = 1,
+    asset_max_age_seconds: float = ASSET_MAX_AGE_SECONDS,
+) -> None:
+    """Declare every stream and bucket. ``asset_max_age_seconds`` applies only when
+    this call creates the assets bucket (see :func:`converge_assets_max_age`)."""
     await _ensure_stream(
         js,
         StreamConfig(
@@ -121,7 +130,7 @@ async def ensure_topology(js: JetStreamContext, *, replicas: int = 1) -> None:
     await workers_kv(js, replicas=replicas)
     await cancelled_kv(js, replicas=replicas)
     await results_store(js, replicas=replicas)
-    await assets_store(js, replicas=replicas)
+    await assets_store(js, replicas=replicas, max_age_seconds=asset_max_age_seconds)
 
 
 async def _kv(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
@@ -165,10 +174,6 @@ async def results_store(js: JetStreamContext, *, replicas: int = 1) -> ObjectSto
         )
 
 
-# How long an uploaded asset is kept when the bucket is first created.
-ASSET_MAX_AGE_SECONDS = 7 * 24 * 3600.0
-
-
 async def assets_store(
     js: JetStreamContext, *, replicas: int = 1, max_age_seconds: float = ASSET_MAX_AGE_SECONDS
 ) -> ObjectStore:
@@ -183,6 +188,23 @@ async def assets_store(
                 storage=StorageType.FILE, replicas=replicas, ttl=max_age_seconds
             ),
         )
+
+
+async def converge_assets_max_age(js: JetStreamContext, max_age_seconds: float) -> None:
+    """Set the assets bucket's max age to ``max_age_seconds`` if it differs.
+
+    The gateway owns how long assets live (it promises an ``expire_time``), while
+    either service may have created the bucket first with another age.
+    """
+    stream = f"OBJ_{bus.ASSETS_BUCKET}"
+    info = await js.stream_info(stream)
+    config = info.config
+    current = config.max_age or 0.0
+    if abs(current - max_age_seconds) < 1e-3:
+        return
+    config.max_age = max_age_seconds
+    await js.update_stream(config)
+    log.info("assets_max_age_changed", before_seconds=current, after_seconds=max_age_seconds)
 
 
 def jetstream(nc: NATS, **kwargs: Any) -> JetStreamContext:

@@ -38,6 +38,10 @@ class GatewaySettings(CommonSettings):
     # Signs ListJobs page tokens; set the same value on every replica.
     page_token_secret: str = "dubbing-dev-page-token-secret"
     grace_seconds: float = 10.0
+    # Largest file UploadAsset accepts, bytes (2 GiB).
+    max_asset_bytes: int = Field(2 * 1024**3, gt=0)
+    # How long uploaded assets are kept; the gateway sets the assets bucket's max age.
+    asset_max_age_hours: float = Field(168.0, gt=0)
 
 
 class WorkerSettings(CommonSettings):

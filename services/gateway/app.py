@@ -18,6 +18,7 @@ from dubbing.settings import GatewaySettings
 from dubbing.v1 import dubbing_pb2 as pb
 from dubbing.v1 import dubbing_pb2_grpc as pb_grpc
 from gateway import pagination
+from gateway.assets import AssetStore
 from gateway.events import EventApplier
 from gateway.outbox import OutboxRelay
 from gateway.registry import WorkerRegistry
@@ -50,7 +51,11 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event) -> None:
         await store.close()
         raise
     js = nc.jetstream()
-    await jetstream.ensure_topology(js, replicas=settings.stream_replicas)
+    asset_max_age = settings.asset_max_age_hours * 3600.0
+    await jetstream.ensure_topology(
+        js, replicas=settings.stream_replicas, asset_max_age_seconds=asset_max_age
+    )
+    await jetstream.converge_assets_max_age(js, asset_max_age)
     hub = WatchHub()
     await hub.start(nc)
     registry = WorkerRegistry(nc, js, await jetstream.workers_kv(js))
@@ -65,6 +70,13 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event) -> None:
         nc=nc,
         cancelled=await jetstream.cancelled_kv(js),
         results=await jetstream.results_store(js),
+        assets=AssetStore(
+            await jetstream.assets_store(
+                js, replicas=settings.stream_replicas, max_age_seconds=asset_max_age
+            ),
+            max_age_seconds=asset_max_age,
+            max_bytes=settings.max_asset_bytes,
+        ),
         limits=Limits.from_settings(settings),
         page_tokens=pagination.PageTokenCodec(
             hashlib.sha256(settings.page_token_secret.encode()).digest()

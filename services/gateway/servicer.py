@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -17,10 +18,11 @@ from nats.js.object_store import ObjectStore
 
 from dubbing import artifacts, bus, jobstate
 from dubbing.errors import Reason
+from dubbing.jetstream import BusUnavailable
 from dubbing.logging import get_logger
 from dubbing.v1 import dubbing_pb2 as pb
 from dubbing.v1 import dubbing_pb2_grpc as pb_grpc
-from gateway import pagination, rpc_errors, transcript_files
+from gateway import assets, pagination, rpc_errors, transcript_files
 from gateway.outbox import OutboxRelay
 from gateway.registry import WorkerRegistry
 from gateway.store import (
@@ -58,6 +60,11 @@ async def _rpc_scope(
         log.warning("database_unavailable", error=str(exc))
         await rpc_errors.abort(
             context, grpc.StatusCode.UNAVAILABLE, Reason.DATABASE_UNAVAILABLE, str(exc)
+        )
+    except BusUnavailable as exc:
+        log.warning("bus_unavailable", error=str(exc))
+        await rpc_errors.abort(
+            context, grpc.StatusCode.UNAVAILABLE, Reason.BUS_UNAVAILABLE, str(exc)
         )
     except (grpc.aio.AbortError, grpc.aio.BaseError):
         raise
@@ -114,6 +121,7 @@ class DubbingServicer(pb_grpc.DubbingServiceServicer):
         nc: NATS,
         cancelled: KeyValue,
         results: ObjectStore,
+        assets: assets.AssetStore,
         limits: Limits,
         page_tokens: pagination.PageTokenCodec,
         watch_poll_seconds: float,
@@ -125,6 +133,7 @@ class DubbingServicer(pb_grpc.DubbingServiceServicer):
         self._nc = nc
         self._cancelled = cancelled
         self._results = results
+        self._assets = assets
         self._limits = limits
         self._page_tokens = page_tokens
         self._watch_poll_seconds = watch_poll_seconds
@@ -168,6 +177,9 @@ class DubbingServicer(pb_grpc.DubbingServiceServicer):
         provider = req.provider or DEFAULT_PROVIDER
         kind = bus.JobKind.MEDIA if req.WhichOneof("work") == "media" else bus.JobKind.TRANSCRIPT
         gender = req.transcript.voice.gender if kind is bus.JobKind.TRANSCRIPT else 0
+        background = req.transcript.background
+        if kind is bus.JobKind.TRANSCRIPT and background.WhichOneof("source") == "asset":
+            await self._check_asset(context, background.asset)
         await self._admit(context, provider, kind, req.target_language, gender)
 
         stored_request = pb.DubRequest()
@@ -244,6 +256,66 @@ class DubbingServicer(pb_grpc.DubbingServiceServicer):
                 f"provider {provider!r} has no {wanted} voice for language {language!r}",
                 metadata={**meta, "gender": wanted},
             )
+
+    async def _check_asset(
+        self,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        name: str,
+    ) -> None:
+        """INVALID_ARGUMENT unless the asset is stored; UNAVAILABLE if NATS cannot tell."""
+        if not await self._assets.exists(name):
+            await rpc_errors.abort_invalid_argument(
+                context,
+                [
+                    (
+                        "request.transcript.background.asset",
+                        f"asset {name!r} does not exist or has expired; upload it with UploadAsset",
+                    )
+                ],
+                reason=Reason.ASSET_NOT_FOUND,
+                message=f"asset {name!r} not found",
+                metadata={"asset": name},
+            )
+
+    # -- UploadAsset -------------------------------------------------------------
+
+    @_unary
+    async def UploadAsset(
+        self,
+        request_iterator: AsyncIterator[pb.UploadAssetRequest],
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    ) -> pb.UploadAssetResponse:
+        started = time.monotonic()
+        try:
+            # Unlinked at creation: nothing is left behind on any path, a crash included.
+            with tempfile.TemporaryFile(prefix="dubbing-asset-") as spool:
+                received = await assets.receive(
+                    request_iterator, spool, max_bytes=self._assets.max_bytes
+                )
+                asset = await self._assets.put(spool, received)
+        except assets.UploadRejected as exc:
+            log.info(
+                "asset_upload_rejected",
+                reason=exc.reason.value,
+                field=exc.field,
+                description=exc.description,
+                seconds=round(time.monotonic() - started, 3),
+            )
+            await rpc_errors.abort_invalid_argument(
+                context, [(exc.field, exc.description)], reason=exc.reason, metadata=exc.metadata
+            )
+        except asyncio.CancelledError:
+            log.info("asset_upload_cancelled", seconds=round(time.monotonic() - started, 3))
+            raise
+        log.info(
+            "asset_uploaded",
+            asset=asset.name,
+            filename=asset.filename,
+            size_bytes=asset.size_bytes,
+            sha256=asset.sha256,
+            seconds=round(time.monotonic() - started, 3),
+        )
+        return pb.UploadAssetResponse(asset=asset)
 
     # -- reads -------------------------------------------------------------------
 

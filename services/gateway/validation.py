@@ -47,6 +47,11 @@ URLs                                            absolute ``http``/``https`` with
 ``output.sample_rate_hz``                       0 (= 24,000) or 8,000, 16,000, 22,050,
                                                 24,000, 32,000, 44,100, 48,000
 ``output.loudness_lufs``                        0 (= -16) or -36 .. -14
+``background``                                  optional; exactly one of ``url`` (as URLs
+                                                above) or ``asset`` (``assets/`` and 32
+                                                lowercase hex digits)
+``background.gain_db``                          finite, -60 .. 20
+``background.ducking_db``                       unset (= 12) or finite, 0 .. 40
 Enum fields (gender, format, mode)              a value the API defines
 ``media.start_time`` / ``end_time``             whole seconds, 0 <= start < end <= 6 h
 ``media.num_speakers``                          0 (detect) .. 32
@@ -66,6 +71,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -74,12 +80,14 @@ from urllib.parse import urlsplit
 
 from google.protobuf import duration_pb2
 
+from dubbing import bus
 from dubbing.v1 import dubbing_pb2 as pb
 
 if TYPE_CHECKING:
     from dubbing.settings import GatewaySettings
 
 __all__ = [
+    "ASSET_NAME",
     "KNOWN_PROVIDERS",
     "MAX_VIOLATIONS",
     "MINIMAX_EMOTIONS",
@@ -117,6 +125,10 @@ MIN_STRETCH_RATIO, MAX_STRETCH_RATIO = 1.0, 1.4
 # Integrated loudness targets: quieter than -36 LUFS is barely audible speech; -14 is
 # the loudest streaming norm, and louder speech needs more limiting than it can take.
 MIN_LOUDNESS_LUFS, MAX_LOUDNESS_LUFS = -36.0, -14.0
+MIN_BACKGROUND_GAIN_DB, MAX_BACKGROUND_GAIN_DB = -60.0, 20.0
+MIN_DUCKING_DB, MAX_DUCKING_DB = 0.0, 40.0
+# The names UploadAsset gives: the prefix and a uuid4 in hex (gateway.assets).
+ASSET_NAME = re.compile(re.escape(bus.ASSET_NAME_PREFIX) + r"[0-9a-f]{32}", re.ASCII)
 
 _NANOS_PER_SECOND = 1_000_000_000
 _MAX_NANOS = 999_999_999
@@ -364,6 +376,36 @@ def _check_transcript_dubbing(work: pb.TranscriptDubbing, limits: Limits, out: _
         out.add(
             f"{base}.output.loudness_lufs",
             f"must be 0 (-16) or between {MIN_LOUDNESS_LUFS:g} and {MAX_LOUDNESS_LUFS:g} LUFS",
+        )
+    if work.HasField("background"):
+        _check_background(work.background, f"{base}.background", out)
+
+
+def _check_background(bg: pb.BackgroundAudio, base: str, out: _Violations) -> None:
+    source = bg.WhichOneof("source")
+    if source is None:
+        out.add(f"{base}.source", "one of url or asset is required")
+    elif source == "url":
+        _check_url(bg.url, f"{base}.url", out, required=True)
+    elif not ASSET_NAME.fullmatch(bg.asset):
+        out.add(
+            f"{base}.asset",
+            f"{_show(bg.asset)} is not an asset name: use the name UploadAsset returned, "
+            '"assets/" followed by 32 lowercase hexadecimal digits',
+        )
+    if not (
+        math.isfinite(bg.gain_db) and MIN_BACKGROUND_GAIN_DB <= bg.gain_db <= MAX_BACKGROUND_GAIN_DB
+    ):
+        out.add(
+            f"{base}.gain_db",
+            f"must be between {MIN_BACKGROUND_GAIN_DB:g} and {MAX_BACKGROUND_GAIN_DB:g} dB",
+        )
+    if bg.HasField("ducking_db") and not (
+        math.isfinite(bg.ducking_db) and MIN_DUCKING_DB <= bg.ducking_db <= MAX_DUCKING_DB
+    ):
+        out.add(
+            f"{base}.ducking_db",
+            f"must be between {MIN_DUCKING_DB:g} (no ducking) and {MAX_DUCKING_DB:g} dB",
         )
 
 

@@ -8,6 +8,7 @@ import pytest
 import structlog
 
 from dubbing import errors
+from dubbing.jetstream import BusUnavailable
 from gateway.servicer import _rpc_scope
 from gateway.store import StoreUnavailable
 
@@ -37,6 +38,7 @@ def rich(status: grpc.Status | None) -> tuple[grpc.StatusCode, str]:
     ("raised", "code", "reason"),
     [
         (StoreUnavailable("database is down"), grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE"),
+        (BusUnavailable("nats is down"), grpc.StatusCode.UNAVAILABLE, "BUS_UNAVAILABLE"),
         (KeyError("bug"), grpc.StatusCode.INTERNAL, "INTERNAL"),
     ],
 )

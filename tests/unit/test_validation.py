@@ -23,6 +23,8 @@ SEGMENTS = "request.transcript.transcript.segments"
 VOICE = "request.transcript.voice"
 SETTINGS = "request.transcript.voice.settings"
 MEDIA = "request.media"
+BACKGROUND = "request.transcript.background"
+ASSET = "assets/0123456789abcdef0123456789abcdef"
 
 
 def dur(seconds: float) -> duration_pb2.Duration:
@@ -65,6 +67,7 @@ def transcript_request() -> pb.DubRequest:
                 use_stitching=False, use_precise_timing=True, max_stretch_ratio=1.3
             ),
             output=pb.OutputOptions(format=pb.AUDIO_FORMAT_MP3, sample_rate_hz=44100),
+            background=pb.BackgroundAudio(asset=ASSET, gain_db=-6.0, ducking_db=12.0),
         ),
         labels={"team": "news", "episode-id": "42", "a_b": ""},
         auto_delete_after_hours=24,
@@ -353,21 +356,21 @@ def test_clone_urls_are_exclusive() -> None:
     assert fields(req) == [f"{VOICE}.clone_from_video_url"]
 
 
-@pytest.mark.parametrize(
-    "url",
-    [
-        "ftp://example.com/a.mp3",
-        "/relative/a.mp3",
-        "example.com/a.mp3",
-        "https://",
-        "https:///path",
-        "file:///etc/passwd",
-        "https://example.com/a b.mp3",
-        "https://example.com:99999/a.mp3",
-        "https://[::1/a.mp3",
-        "https://example.com/" + "a" * 2048,
-    ],
-)
+BAD_URLS = [
+    "ftp://example.com/a.mp3",
+    "/relative/a.mp3",
+    "example.com/a.mp3",
+    "https://",
+    "https:///path",
+    "file:///etc/passwd",
+    "https://example.com/a b.mp3",
+    "https://example.com:99999/a.mp3",
+    "https://[::1/a.mp3",
+    "https://example.com/" + "a" * 2048,
+]
+
+
+@pytest.mark.parametrize("url", BAD_URLS)
 def test_urls_must_be_absolute_http(url: str) -> None:
     req = transcript_request()
     req.transcript.voice.clone_from_audio_url = url
@@ -458,6 +461,98 @@ def test_unknown_output_format() -> None:
     req = transcript_request()
     req.transcript.output.format = 42  # type: ignore[assignment]
     assert fields(req) == ["request.transcript.output.format"]
+
+
+# -- background audio ------------------------------------------------------------------
+
+
+def test_background_is_optional() -> None:
+    req = transcript_request()
+    req.transcript.ClearField("background")
+    assert fields(req) == []
+
+
+def test_background_needs_a_source() -> None:
+    req = transcript_request()
+    req.transcript.background.ClearField("asset")
+    assert fields(req) == [f"{BACKGROUND}.source"]
+
+
+@pytest.mark.parametrize(
+    "url", ["https://cdn.example.com/bed.mp3?sig=1", "http://10.0.0.1:8080/a.wav"]
+)
+def test_background_url_valid(url: str) -> None:
+    req = transcript_request()
+    req.transcript.background.url = url
+    assert fields(req) == []
+
+
+@pytest.mark.parametrize("url", ["", "bed.wav", *BAD_URLS])
+def test_background_url_must_be_http_with_a_host(url: str) -> None:
+    req = transcript_request()
+    req.transcript.background.url = url
+    assert fields(req) == [f"{BACKGROUND}.url"]
+
+
+@pytest.mark.parametrize(
+    "asset",
+    [
+        "",
+        "0123456789abcdef0123456789abcdef",  # no prefix
+        "assets/0123456789ABCDEF0123456789ABCDEF",  # uppercase
+        "assets/0123456789abcdef0123456789abcde",  # 31 digits
+        "assets/0123456789abcdef0123456789abcdef0",  # 33 digits
+        "assets/../results/job/1.wav",
+        "results/0123456789abcdef0123456789abcdef",
+    ],
+)
+def test_background_asset_must_be_an_asset_name(asset: str) -> None:
+    req = transcript_request()
+    req.transcript.background.asset = asset
+    assert fields(req) == [f"{BACKGROUND}.asset"]
+
+
+@pytest.mark.parametrize("gain", [-60.0, 0.0, 20.0])
+def test_background_gain_valid(gain: float) -> None:
+    req = transcript_request()
+    req.transcript.background.gain_db = gain
+    assert fields(req) == []
+
+
+@pytest.mark.parametrize("gain", [-60.1, 20.1, math.nan, math.inf, -math.inf])
+def test_background_gain_out_of_range(gain: float) -> None:
+    req = transcript_request()
+    req.transcript.background.gain_db = gain
+    assert fields(req) == [f"{BACKGROUND}.gain_db"]
+
+
+@pytest.mark.parametrize("ducking", [0.0, 6.0, 40.0])
+def test_background_ducking_valid(ducking: float) -> None:
+    req = transcript_request()
+    req.transcript.background.ducking_db = ducking
+    assert fields(req) == []
+
+
+@pytest.mark.parametrize("ducking", [-0.1, 40.1, math.nan, math.inf])
+def test_background_ducking_out_of_range(ducking: float) -> None:
+    req = transcript_request()
+    req.transcript.background.ducking_db = ducking
+    assert fields(req) == [f"{BACKGROUND}.ducking_db"]
+
+
+def test_background_ducking_unset_is_not_checked() -> None:
+    req = transcript_request()
+    req.transcript.background.ClearField("ducking_db")
+    assert fields(req) == []
+
+
+def test_asset_names_are_what_upload_asset_gives() -> None:
+    import uuid
+
+    from dubbing import bus
+    from gateway.validation import ASSET_NAME
+
+    assert ASSET_NAME.fullmatch(bus.ASSET_NAME_PREFIX + uuid.uuid4().hex)
 
 
 @pytest.mark.parametrize("rate", [0, 8000, 16000, 22050, 24000, 32000, 44100, 48000])
