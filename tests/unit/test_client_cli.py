@@ -32,6 +32,7 @@ from dubbing import errors
 from dubbing.cli import _app as cli_app
 from dubbing.cli import app
 from dubbing.client import (
+    UPLOAD_CHUNK_BYTES,
     DeadlineExceeded,
     DubbingClient,
     FailedPrecondition,
@@ -42,6 +43,7 @@ from dubbing.client import (
     RetryPolicy,
     TranscriptError,
     Unavailable,
+    background_audio,
     load_transcript,
     parse_time,
 )
@@ -97,6 +99,8 @@ class FakeDubbing(pb_grpc.DubbingServiceServicer):
         self.downloads = 0
         self.cancel_errors: list[grpc.Status] = []
         self.watch_hang = False  # send the snapshot, then nothing
+        self.uploads: list[list[pb.UploadAssetRequest]] = []
+        self.upload_errors: list[grpc.Status] = []  # answered, in order, before succeeding
 
     def _history(self, job_id: str, request: pb.DubRequest) -> list[pb.Job]:
         def snap(seq: int, state: State.ValueType, stage: str, progress: float) -> pb.Job:
@@ -272,6 +276,23 @@ class FakeDubbing(pb_grpc.DubbingServiceServicer):
                 self.download_break_after = None
                 await abort(context, rich(grpc.StatusCode.UNAVAILABLE, "", "connection lost"))
             yield message
+
+    async def UploadAsset(
+        self, request_iterator: AsyncIterator[pb.UploadAssetRequest], context: Context
+    ) -> pb.UploadAssetResponse:
+        messages = [m async for m in request_iterator]
+        self.uploads.append(messages)
+        if self.upload_errors:
+            await abort(context, self.upload_errors.pop(0))
+        data = b"".join(m.chunk for m in messages)
+        return pb.UploadAssetResponse(
+            asset=pb.Asset(
+                name=f"assets/{len(self.uploads):032x}",
+                filename=messages[0].filename,
+                size_bytes=len(data),
+                sha256=hashlib.sha256(data).hexdigest(),
+            )
+        )
 
 
 class ServerThread:
@@ -655,6 +676,67 @@ def test_parse_time() -> None:
     assert parse_time("12.5") == 12.5
     with pytest.raises(ValueError):
         parse_time(True)
+
+
+async def test_upload_asset_streams_256_kib_chunks_with_the_sha256_first(
+    client: DubbingClient, fake: FakeDubbing, tmp_path: Path
+) -> None:
+    content = bytes(range(256)) * (3 * 1024 + 7)  # 3 chunks of 256 KiB and a bit
+    path = tmp_path / "music.flac"
+    path.write_bytes(content)
+    fake.upload_errors = [rich(grpc.StatusCode.UNAVAILABLE, "", "restarting")]
+
+    asset = await client.upload_asset(path)
+
+    assert asset.filename == "music.flac" and asset.size_bytes == len(content)
+    # UNAVAILABLE: the whole file was sent again from the start.
+    assert len(fake.uploads) == 2
+    for messages in fake.uploads:
+        assert [len(m.chunk) for m in messages] == [UPLOAD_CHUNK_BYTES] * 3 + [7 * 256]
+        assert messages[0].filename == "music.flac"
+        assert messages[0].sha256 == hashlib.sha256(content).hexdigest()
+        assert all(not m.filename and not m.sha256 for m in messages[1:])
+        assert b"".join(m.chunk for m in messages) == content
+
+
+async def test_upload_asset_from_bytes(client: DubbingClient, fake: FakeDubbing) -> None:
+    asset = await client.upload_asset(b"abc", filename="room.wav")
+    [messages] = fake.uploads
+    assert [(m.filename, m.chunk) for m in messages] == [("room.wav", b"abc")]
+    assert asset.sha256 == hashlib.sha256(b"abc").hexdigest()
+    await client.upload_asset(b"")
+    assert [(m.filename, m.chunk, m.sha256) for m in fake.uploads[1]] == [
+        ("", b"", hashlib.sha256(b"").hexdigest())
+    ]
+
+
+async def test_upload_asset_errors_are_the_error_tree(
+    client: DubbingClient, fake: FakeDubbing
+) -> None:
+    fake.upload_errors = [
+        rich(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            errors.Reason.CHECKSUM_MISMATCH,
+            "checksum",
+            [("sha256", "does not match")],
+        )
+    ]
+    with pytest.raises(InvalidArgument) as exc:
+        await client.upload_asset(b"abc")
+    assert exc.value.reason == "CHECKSUM_MISMATCH"
+    assert exc.value.field_violations == [("sha256", "does not match")]
+
+
+def test_background_audio_from_url_or_asset_name() -> None:
+    assert background_audio("https://example.com/bed.mp3") == pb.BackgroundAudio(
+        url="https://example.com/bed.mp3"
+    )
+    bg = background_audio("assets/" + "a" * 32, gain_db=-6.0, ducking_db=0.0)
+    assert bg.asset == "assets/" + "a" * 32 and bg.gain_db == -6.0
+    assert bg.HasField("ducking_db") and bg.ducking_db == 0.0
+    assert not background_audio("http://x/y").HasField("ducking_db")
+    with pytest.raises(ValueError, match="upload_asset"):
+        background_audio("bed.wav")
 
 
 # -- CLI -------------------------------------------------------------------------------

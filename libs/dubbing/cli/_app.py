@@ -28,8 +28,10 @@ from dubbing.client import (
     InvalidArgument,
     RetryPolicy,
     TranscriptError,
+    background_audio,
     load_transcript,
 )
+from dubbing.client._assets import is_asset_name, is_url
 from dubbing.jobstate import FORMAT_BY_NAME, is_terminal
 from dubbing.settings import ClientSettings
 from dubbing.v1 import dubbing_pb2 as pb
@@ -264,6 +266,63 @@ def submit(
             min=0.001,
         ),
     ] = None,
+    background: Annotated[
+        str | None,
+        typer.Option(
+            "--background",
+            metavar="SOURCE",
+            help="Audio mixed under the dub: an http(s) URL, an asset name (assets/...), "
+            "or a local file, uploaded first.",
+        ),
+    ] = None,
+    background_gain: Annotated[
+        float | None,
+        typer.Option(
+            "--background-gain",
+            metavar="DB",
+            help="Gain applied to the background, dB (-60..20).",
+            show_default="0",
+        ),
+    ] = None,
+    ducking: Annotated[
+        float | None,
+        typer.Option(
+            "--ducking",
+            metavar="DB",
+            help="How far the background is lowered under speech, dB (0..40; 0: off).",
+            show_default="12",
+        ),
+    ] = None,
+    max_stretch: Annotated[
+        float | None,
+        typer.Option(
+            "--max-stretch",
+            metavar="RATIO",
+            help="Largest time-stretch when fitting speech to a window (1.0..1.4).",
+            show_default="1.25",
+        ),
+    ] = None,
+    stitching: Annotated[
+        bool | None,
+        typer.Option(
+            "--stitching/--no-stitching",
+            help="Speak short fragments of one speaker as one utterance.",
+            show_default="on",
+        ),
+    ] = None,
+    precise: Annotated[
+        bool,
+        typer.Option("--precise", help="Lock every segment to its own window."),
+    ] = False,
+    loudness: Annotated[
+        float | None,
+        typer.Option(
+            "--loudness",
+            metavar="LUFS",
+            help="Integrated loudness target of the result (-36..-14; -23: EBU R128).",
+            show_default="-16",
+        ),
+    ] = None,
 ) -> None:
     """Submit a transcript for dubbing. Prints the job id first, on its own line.
 
@@ -277,6 +336,19 @@ def submit(
     def warn(note: str) -> None:
         _render.err.print(Text.assemble(("warning:", "bold yellow"), " ", f"{file}: {note}"))
 
+    if background is None and (background_gain is not None or ducking is not None):
+        raise typer.BadParameter(
+            "--background-gain and --ducking need --background", param_hint="--background"
+        )
+    upload: Path | None = None
+    if background is not None and not (is_url(background) or is_asset_name(background)):
+        upload = Path(background)
+        if not upload.is_file():
+            _render.print_message_error(
+                f"--background {background}: no such file (give an http(s) URL, an asset "
+                "name assets/..., or a local audio file)"
+            )
+            raise typer.Exit(EXIT_INVALID)
     try:
         transcript = load_transcript(file, csv_fps=csv_fps, on_note=warn)
     except TranscriptError as exc:
@@ -291,15 +363,22 @@ def submit(
                 voice_id=voice_id,
             )
         )
-    if audio_format is not None or sample_rate:
+    if audio_format is not None or sample_rate or loudness is not None:
         work.output.CopyFrom(
             pb.OutputOptions(
                 format=FORMAT_BY_NAME[audio_format.value]
                 if audio_format is not None
                 else pb.AUDIO_FORMAT_UNSPECIFIED,
                 sample_rate_hz=sample_rate,
+                loudness_lufs=loudness or 0.0,
             )
         )
+    if max_stretch is not None or stitching is not None or precise:
+        work.timing.CopyFrom(
+            pb.TimingOptions(use_precise_timing=precise, max_stretch_ratio=max_stretch or 0.0)
+        )
+        if stitching is not None:  # unset keeps the service default (on)
+            work.timing.use_stitching = stitching
     request = pb.DubRequest(
         request_id=request_id,
         target_language=to,
@@ -312,6 +391,15 @@ def submit(
     follow = strict or watch
 
     async def run(client: DubbingClient) -> int:
+        if background is not None:
+            source = background
+            if upload is not None:
+                asset = await client.upload_asset(upload)
+                _render.err.print(f"uploaded {upload} as {asset.name}")
+                source = asset.name
+            request.transcript.background.CopyFrom(
+                background_audio(source, gain_db=background_gain or 0.0, ducking_db=ducking)
+            )
         job = await client.submit(request)
         typer.echo(job.id)
         if not follow:
@@ -323,6 +411,33 @@ def submit(
         if output is not None:
             result = await client.download(job.id, output)
             _render.out.print(f"saved {_render.human_bytes(result.size_bytes)} to {output}")
+        return 0
+
+    _run(ctx, run)
+
+
+@app.command()
+def upload(
+    ctx: typer.Context,
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="The file to upload, e.g. a background track.",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+        ),
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the asset as JSON.")] = False,
+) -> None:
+    """Upload a file and print its asset name (assets/...), for --background."""
+
+    async def run(client: DubbingClient) -> int:
+        asset = await client.upload_asset(file)
+        if as_json:
+            typer.echo(MessageToJson(asset))
+        else:
+            typer.echo(asset.name)
         return 0
 
     _run(ctx, run)

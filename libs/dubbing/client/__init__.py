@@ -20,6 +20,7 @@
 Errors are :class:`DubbingError` subclasses (see ``_errors`` for the tree).
 """
 
+from ._assets import UPLOAD_CHUNK_BYTES, background_audio
 from ._client import DubbingClient, RetryPolicy
 from ._errors import (
     DeadlineExceeded,
@@ -35,6 +36,7 @@ from ._errors import (
 from ._transcript import TranscriptError, load_transcript, parse_time, parse_transcript
 
 __all__ = [
+    "UPLOAD_CHUNK_BYTES",
     "DeadlineExceeded",
     "DubbingClient",
     "DubbingError",
@@ -47,6 +49,7 @@ __all__ = [
     "RetryPolicy",
     "TranscriptError",
     "Unavailable",
+    "background_audio",
     "load_transcript",
     "parse_time",
     "parse_transcript",

@@ -24,6 +24,7 @@ from dubbing.settings import ClientSettings
 from dubbing.v1 import dubbing_pb2 as pb
 from dubbing.v1 import dubbing_pb2_grpc as pb_grpc
 
+from ._assets import AssetSource, sha256_of, upload_messages
 from ._errors import (
     DeadlineExceeded,
     DubbingError,
@@ -437,6 +438,29 @@ class DubbingClient:
             finally:
                 call.cancel()
             return _verified(job_id, result, size, digest.hexdigest())
+
+    # -- assets ----------------------------------------------------------------------
+
+    async def upload_asset(self, source: AssetSource, *, filename: str | None = None) -> pb.Asset:
+        """Upload a file (e.g. a background track) and return the stored asset.
+
+        ``source`` is a path, read in 256 KiB chunks (never whole), or bytes.
+        ``filename`` defaults to the path's name (empty for bytes). The SHA-256 is
+        computed first (a pass over the file) and sent with the upload, so the gateway
+        refuses content that changed on the way: InvalidArgument with reason
+        ``CHECKSUM_MISMATCH``. Refer to the asset in a job with
+        ``BackgroundAudio(asset=asset.name)`` (see :func:`background_audio`).
+        UNAVAILABLE is retried by sending the file again from the start; an upload has
+        no deadline.
+        """
+        name = filename
+        if name is None:
+            name = "" if isinstance(source, bytes) else Path(source).name
+        sha256 = await sha256_of(source)
+        response = await self._unary(
+            lambda: self._stub.UploadAsset(upload_messages(source, filename=name, sha256=sha256))
+        )
+        return response.asset
 
     async def languages(self, provider: str = "") -> builtins.list[pb.ProviderSupport]:
         """What live workers can serve now: providers, their languages and genders."""
