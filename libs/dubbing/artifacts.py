@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import base64
 import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from nats.js.object_store import ObjectStore
 
@@ -18,9 +19,16 @@ class StoredArtifact:
     sha256: str
 
 
-async def put(store: ObjectStore, name: str, data: bytes) -> StoredArtifact:
-    await store.put(name, io.BytesIO(data))
-    return StoredArtifact(name=name, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+async def put(store: ObjectStore, name: str, data: bytes | Path) -> StoredArtifact:
+    """Store `data`, or the file at that path, read chunk by chunk (never whole)."""
+    if isinstance(data, bytes):
+        info = await store.put(name, io.BytesIO(data))
+    else:
+        with data.open("rb") as f:
+            info = await store.put(name, f)
+    # nats-py hashes the chunks as it sends them: "SHA-256=<base64url digest>".
+    digest = base64.urlsafe_b64decode(str(info.digest).partition("=")[2])
+    return StoredArtifact(name=name, size=int(info.size or 0), sha256=digest.hex())
 
 
 class _QueueWriter(io.RawIOBase):

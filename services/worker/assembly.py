@@ -12,15 +12,13 @@ import contextlib
 import math
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import imageio_ffmpeg
 import numpy as np
 import numpy.typing as npt
-import pyloudnorm
-import scipy.ndimage
 
 Samples = npt.NDArray[np.float32]
 
@@ -121,56 +119,111 @@ def fade_out(x: Samples, n: int) -> Samples:
     return x
 
 
+# Silence is handed to a track's sink in pieces of at most this many samples, so a
+# long pause does not become one large allocation.
+_SILENCE_PIECE = 1 << 20
+
+
+class TrackWriter:
+    """Clips in start order in, one mono track out, front to back.
+
+    The streaming form of `place_clips`: each clip is held until the next one
+    arrives, cut where that one starts if it would run into it (ending in a short
+    fade so the cut does not click), and then handed to `sink` with the silence
+    before it. At most one clip is held, so a programme of any length passes
+    through in bounded memory.
+    """
+
+    def __init__(self, sample_rate: int, sink: Callable[[Samples], None]) -> None:
+        if sample_rate <= 0:
+            raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+        self.sample_rate = sample_rate
+        self._sink = sink
+        self._fade = max(1, round(FADE_OUT_SECONDS * sample_rate))
+        self._held: tuple[int, int, Samples] | None = None  # (index, start, pcm)
+        self._position = 0  # samples handed to the sink
+        self._placements: list[ClipPlacement] = []
+        self._count = 0
+
+    def add(self, start: float, samples: npt.ArrayLike, *, index: int | None = None) -> None:
+        """Place a clip (already at the track's rate) at `start` seconds."""
+        if not math.isfinite(start) or start < 0:
+            raise ValueError(
+                f"clip {self._count} starts at {start}; starts must be finite and >= 0"
+            )
+        first = round(start * self.sample_rate)
+        if self._held is not None:
+            if first < self._held[1]:
+                raise ValueError(f"clip {self._count} starts before the clip added before it")
+            self._release(limit=first)
+        pcm = np.asarray(samples, dtype=np.float32).reshape(-1)
+        self._held = (self._count if index is None else index, first, pcm)
+        self._count += 1
+
+    def close(self, total_duration: float) -> PlacementReport:
+        """Hand over the last clip and pad the track to at least `total_duration` seconds."""
+        if not math.isfinite(total_duration) or total_duration < 0:
+            raise ValueError(f"total_duration must be a finite number >= 0, got {total_duration}")
+        if self._held is not None:
+            self._release(limit=None)
+        # The epsilon keeps float noise (1.0 * 22050 -> 22050.000000001) from adding a sample.
+        self._silence_until(math.ceil(total_duration * self.sample_rate - 1e-6))
+        return PlacementReport(
+            sample_rate=self.sample_rate,
+            duration=self._position / self.sample_rate,
+            clips=tuple(sorted(self._placements, key=lambda p: p.index)),
+        )
+
+    def _silence_until(self, end: int) -> None:
+        while self._position < end:
+            n = min(_SILENCE_PIECE, end - self._position)
+            self._sink(np.zeros(n, dtype=np.float32))
+            self._position += n
+
+    def _release(self, limit: int | None) -> None:
+        assert self._held is not None
+        index, start, pcm = self._held
+        self._held = None
+        length = len(pcm)
+        keep = length if limit is None else min(length, limit - start)
+        if keep < length:
+            pcm = fade_out(pcm[:keep].copy(), self._fade)
+        self._silence_until(start)
+        if keep:
+            self._sink(pcm)
+        self._position = start + keep
+        self._placements.append(
+            ClipPlacement(
+                index=index,
+                start=start / self.sample_rate,
+                end=(start + keep) / self.sample_rate,
+                truncated=keep < length,
+                cut_off=(length - keep) / self.sample_rate,
+            )
+        )
+
+
 def place_clips(
     clips: Sequence[PlacedClip], *, sample_rate: int, total_duration: float
 ) -> tuple[Samples, PlacementReport]:
-    """Mix clips onto one mono track at `sample_rate`.
+    """Mix clips onto one mono track at `sample_rate`, in memory.
 
     The track lasts at least `total_duration` and always long enough for the last
     clip. A clip never overlaps the one starting after it: if it would run past that
     start it is cut there, ending in a short fade so the cut does not click.
     """
-    if sample_rate <= 0:
-        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-    if not math.isfinite(total_duration) or total_duration < 0:
-        raise ValueError(f"total_duration must be a finite number >= 0, got {total_duration}")
     for i, clip in enumerate(clips):
         if not math.isfinite(clip.start) or clip.start < 0:
             raise ValueError(f"clip {i} starts at {clip.start}; starts must be finite and >= 0")
-
-    audio = [resample(c.samples, c.sample_rate, sample_rate) for c in clips]
-    starts = [round(c.start * sample_rate) for c in clips]
+    parts: list[Samples] = []
+    writer = TrackWriter(sample_rate, parts.append)
     # Stable sort: clips sharing a start keep their input order, the earlier one is cut to nothing.
-    order = sorted(range(len(clips)), key=lambda i: starts[i])
-
-    ends = [starts[i] + len(audio[i]) for i in range(len(clips))]
-    # The epsilon keeps float noise (1.0 * 22050 -> 22050.000000001) from adding a sample.
-    length = max([math.ceil(total_duration * sample_rate - 1e-6), *ends])
-    track = np.zeros(length, dtype=np.float32)
-    fade_len = max(1, round(FADE_OUT_SECONDS * sample_rate))
-
-    placements: dict[int, ClipPlacement] = {}
-    for rank, i in enumerate(order):
-        start, pcm = starts[i], audio[i]
-        limit = starts[order[rank + 1]] if rank + 1 < len(order) else start + len(pcm)
-        keep = min(len(pcm), limit - start)
-        truncated = keep < len(pcm)
-        if truncated:
-            pcm = fade_out(pcm[:keep].copy(), fade_len)
-        track[start : start + keep] = pcm
-        placements[i] = ClipPlacement(
-            index=i,
-            start=start / sample_rate,
-            end=(start + keep) / sample_rate,
-            truncated=truncated,
-            cut_off=(len(audio[i]) - keep) / sample_rate,
-        )
-
-    report = PlacementReport(
-        sample_rate=sample_rate,
-        duration=length / sample_rate,
-        clips=tuple(placements[i] for i in range(len(clips))),
-    )
+    order = sorted(range(len(clips)), key=lambda i: round(clips[i].start * sample_rate))
+    for i in order:
+        clip = clips[i]
+        writer.add(clip.start, resample(clip.samples, clip.sample_rate, sample_rate), index=i)
+    report = writer.close(total_duration)
+    track = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
     return track, report
 
 
@@ -230,20 +283,29 @@ async def _run_ffmpeg(args: Sequence[str], stdin: bytes) -> bytes:
     return stdout
 
 
-async def encode(track: npt.ArrayLike, sample_rate: int, fmt: str, out_sample_rate: int) -> bytes:
-    """Encode a mono float32 track as wav (16-bit PCM), mp3, opus (in Ogg) or flac.
+class Encoder:
+    """Streams mono float32 audio into ffmpeg, which encodes it to a file.
 
-    ffmpeg resamples to `out_sample_rate` (for opus: the next rate Opus supports).
+    Writes go to ffmpeg's stdin as they come, so a programme never needs to be in
+    memory whole; `close` waits for ffmpeg and raises EncodeError if it failed.
+    The output is a file, not a pipe: wav, flac and mp3 put the length in a header
+    that ffmpeg can only fill in by seeking back once everything is encoded. Through
+    a pipe they come out with unknown or wrong durations (and mp3 loses its gapless
+    info).
     """
-    if sample_rate <= 0 or out_sample_rate <= 0:
-        raise ValueError(f"sample rates must be positive, got {sample_rate} -> {out_sample_rate}")
-    codec_args, suffix = _encoder_args(fmt, out_sample_rate)
-    pcm = np.clip(np.asarray(track, dtype=np.float32).reshape(-1), -1.0, 1.0)
-    # Written to a file, not stdout: wav, flac and mp3 put the length in a header that
-    # ffmpeg can only fill in by seeking back once everything is encoded. Through a pipe
-    # they come out with unknown or wrong durations (and mp3 loses its gapless info).
-    with tempfile.TemporaryDirectory(prefix="dubbing-encode-") as tmp:
-        out = Path(tmp) / f"track.{suffix}"
+
+    def __init__(self, proc: asyncio.subprocess.Process, path: Path) -> None:
+        self._proc = proc
+        self.path = path
+        self.samples = 0
+
+    @classmethod
+    async def start(cls, path: Path, sample_rate: int, fmt: str, out_sample_rate: int) -> Encoder:
+        if sample_rate <= 0 or out_sample_rate <= 0:
+            raise ValueError(
+                f"sample rates must be positive, got {sample_rate} -> {out_sample_rate}"
+            )
+        codec_args, _ = _encoder_args(fmt, out_sample_rate)
         args = [
             "-hide_banner",
             "-loglevel",
@@ -262,13 +324,115 @@ async def encode(track: npt.ArrayLike, sample_rate: int, fmt: str, out_sample_ra
             "-1",
             *codec_args,
             "-y",
-            str(out),
+            str(path),
         ]
-        await _run_ffmpeg(args, pcm.astype("<f4").tobytes())
-        data = await asyncio.to_thread(out.read_bytes)
-    if not data:
-        raise EncodeError(f"ffmpeg produced an empty {fmt} file")
-    return data
+        proc = await asyncio.create_subprocess_exec(
+            _ffmpeg(),
+            *args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        return cls(proc, path)
+
+    async def write(self, samples: npt.ArrayLike) -> None:
+        pcm = np.clip(np.asarray(samples, dtype=np.float32).reshape(-1), -1.0, 1.0)
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(pcm.astype("<f4").tobytes())
+        self.samples += len(pcm)
+        try:
+            await self._proc.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            await self._fail()
+
+    async def close(self) -> None:
+        assert self._proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self._proc.stdin.close()
+            await self._proc.stdin.wait_closed()
+        if await self._proc.wait() != 0:
+            await self._fail()
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            raise EncodeError(f"ffmpeg produced an empty {self.path.suffix[1:]} file")
+
+    async def _fail(self) -> None:
+        await self._proc.wait()
+        assert self._proc.stderr is not None
+        stderr = await self._proc.stderr.read()
+        raise EncodeError(
+            f"ffmpeg exited with status {self._proc.returncode}", stderr=_tail(stderr)
+        )
+
+    async def abort(self) -> None:
+        """Stop ffmpeg without waiting for it to finish (on errors and cancellation)."""
+        with contextlib.suppress(ProcessLookupError):
+            self._proc.kill()
+        await self._proc.wait()
+
+
+def suffix_for(fmt: str) -> str:
+    """The file suffix of an encoded `fmt` ("opus" lives in an Ogg file)."""
+    return _encoder_args(fmt, 24_000)[1]
+
+
+async def encode(track: npt.ArrayLike, sample_rate: int, fmt: str, out_sample_rate: int) -> bytes:
+    """Encode a mono float32 track as wav (16-bit PCM), mp3, opus (in Ogg) or flac.
+
+    ffmpeg resamples to `out_sample_rate` (for opus: the next rate Opus supports).
+    """
+    with tempfile.TemporaryDirectory(prefix="dubbing-encode-") as tmp:
+        out = Path(tmp) / f"track.{suffix_for(fmt)}"
+        encoder = await Encoder.start(out, sample_rate, fmt, out_sample_rate)
+        try:
+            await encoder.write(track)
+            await encoder.close()
+        except BaseException:
+            await encoder.abort()
+            raise
+        return await asyncio.to_thread(out.read_bytes)
+
+
+async def decode_to_file(source: Path, dest: Path, sample_rate: int) -> int:
+    """Decode any audio or video file ffmpeg reads to raw mono float32 at `sample_rate`.
+
+    Returns the number of samples written. ffmpeg reads and writes files itself, so
+    nothing passes through this process.
+    """
+    args = [
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-i",
+        str(source),
+        "-vn",
+        "-ac",
+        "1",
+        "-ar",
+        str(sample_rate),
+        "-map_metadata",
+        "-1",
+        "-f",
+        "f32le",
+        "-y",
+        str(dest),
+    ]
+    proc = await asyncio.create_subprocess_exec(
+        _ffmpeg(),
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        _, stderr = await proc.communicate()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise
+    if proc.returncode != 0:
+        raise EncodeError(f"ffmpeg exited with status {proc.returncode}", stderr=_tail(stderr))
+    return (await asyncio.to_thread(dest.stat)).st_size // 4
 
 
 def _decode_args(sample_rate: int | None) -> list[str]:
@@ -331,70 +495,3 @@ def decode_to_pcm(data: bytes, *, sample_rate: int | None = None) -> tuple[Sampl
     if proc.returncode != 0:
         raise EncodeError(f"ffmpeg exited with status {proc.returncode}", stderr=_tail(proc.stderr))
     return _parse_float_wav(proc.stdout)
-
-
-DEFAULT_LOUDNESS_LUFS = -16.0
-# Peaks are kept below this after the gain, so normalising never clips.
-_PEAK_CEILING = 10 ** (-1.0 / 20)  # -1 dBFS
-
-
-@dataclass(frozen=True, slots=True)
-class Loudness:
-    """What loudness normalisation did: measured before and after, in LUFS."""
-
-    before: float
-    after: float
-    gain_db: float
-    # True when the limiter had to hold peaks under the ceiling.
-    peak_limited: bool
-
-
-_LIMITER_LOOKAHEAD_SECONDS = 0.005
-
-
-def _limit(track: npt.NDArray[np.float32], sample_rate: int) -> npt.NDArray[np.float32]:
-    """Hold peaks under -1 dBFS with a lookahead limiter, leaving the rest untouched.
-
-    The gain each sample needs is min(1, ceiling/|x|). A minimum filter spreads every
-    dip over the lookahead on both sides, and a moving average half as wide smooths
-    it: at a peak, every value averaged is already at most the gain the peak needs,
-    so no peak gets through, and the gain moves over ~5 ms instead of clicking.
-    """
-    magnitude = np.abs(track)
-    if float(magnitude.max(initial=0.0)) <= _PEAK_CEILING:
-        return track
-    needed = np.minimum(1.0, _PEAK_CEILING / np.maximum(magnitude, 1e-12))
-    width = max(1, round(_LIMITER_LOOKAHEAD_SECONDS * sample_rate))
-    held = np.asarray(scipy.ndimage.minimum_filter1d(needed, size=2 * width + 1, mode="nearest"))
-    smooth = np.asarray(scipy.ndimage.uniform_filter1d(held, size=width, mode="nearest"))
-    limited: npt.NDArray[np.float32] = (track * np.minimum(smooth, needed)).astype(np.float32)
-    return limited
-
-
-def normalize_loudness(
-    track: npt.NDArray[np.float32], sample_rate: int, target_lufs: float
-) -> tuple[npt.NDArray[np.float32], Loudness]:
-    """`track` brought to `target_lufs` integrated loudness (ITU-R BS.1770-4, pyloudnorm),
-    peaks held under -1 dBFS.
-
-    One gain for the whole programme, so relative levels between lines stay as the
-    voice made them; where that gain would clip, a limiter holds the peaks, and the
-    gain is corrected for what the limiter took off (a few rounds, to within 0.2 LU).
-    A silent track (no gated block above -70 LUFS) is returned as is.
-    """
-    meter = pyloudnorm.Meter(sample_rate)
-    before = float(meter.integrated_loudness(track.astype(np.float64)))
-    if not np.isfinite(before):
-        return track, Loudness(before, before, 0.0, False)
-    gain_db = target_lufs - before
-    limited = False
-    out, after = track, before
-    for _ in range(8):
-        scaled = (track * 10 ** (gain_db / 20)).astype(np.float32)
-        out = _limit(scaled, sample_rate)
-        limited = limited or out is not scaled
-        after = float(meter.integrated_loudness(out.astype(np.float64)))
-        if abs(after - target_lufs) <= 0.2:
-            break
-        gain_db += target_lufs - after
-    return out, Loudness(before, after, gain_db, limited)

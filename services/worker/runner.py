@@ -21,8 +21,10 @@ import asyncio
 import contextlib
 import os
 import socket
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import structlog
 from nats.aio.client import Client as NATS
@@ -39,6 +41,7 @@ from dubbing.logging import get_logger
 from dubbing.settings import WorkerSettings
 from dubbing.v1 import dubbing_pb2 as pb
 from worker import providers as providers_mod
+from worker.background import BackgroundFetcher, BackgroundRejected, BackgroundUnavailable
 from worker.events import EventPublisher
 from worker.providers import PermanentProviderError, Provider, TransientProviderError
 from worker.transcript import dub_transcript
@@ -70,6 +73,7 @@ class Worker:
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
         self._results: ObjectStore | None = None
+        self._fetcher: BackgroundFetcher | None = None
         self._cancelled: KeyValue | None = None
         self._workers_kv: KeyValue | None = None
 
@@ -86,6 +90,7 @@ class Worker:
         self._js = js = nc.jetstream()
         await jetstream.ensure_topology(js, replicas=s.stream_replicas)
         self._results = await jetstream.results_store(js)
+        self._fetcher = BackgroundFetcher(await jetstream.assets_store(js))
         self._cancelled = await jetstream.cancelled_kv(js)
         self._workers_kv = await jetstream.workers_kv(js)
         cancel_sub = await nc.subscribe(f"{bus.CANCEL_SUBJECT_PREFIX}.*", cb=self._on_cancel)
@@ -246,10 +251,12 @@ class Worker:
             await msg.nak()
             log.info("job_finished", outcome="handed_back")
             raise
-        except PermanentProviderError as exc:
+        except (PermanentProviderError, BackgroundRejected) as exc:
             await self._fail(msg, publisher, "INVALID_ARGUMENT", exc.reason, exc.message)
         except TransientProviderError as exc:
             await self._retry_or_fail(msg, publisher, exc.reason, exc.message, exc.retry_after)
+        except BackgroundUnavailable as exc:
+            await self._retry_or_fail(msg, publisher, exc.reason, exc.message, None)
         except Exception as exc:
             log.exception("job_error")
             await self._retry_or_fail(msg, publisher, Reason.INTERNAL, repr(exc), None)
@@ -267,11 +274,16 @@ class Worker:
         attempt: int,
     ) -> None:
         assert self._results is not None
-        out = await dub_transcript(request, provider, publisher.progress)
-        await publisher.emit(bus.EventType.PROGRESS, stage="uploading", progress=0.9)
-        stored = await artifacts.put(
-            self._results, bus.result_object_name(job.job_id, attempt), out.data
-        )
+        # Everything the job writes (dub track, background, encoded result) lives here
+        # and goes when the attempt ends, however it ends.
+        with tempfile.TemporaryDirectory(prefix=f"dubbing-{job.job_id}-") as tmp:
+            out = await dub_transcript(
+                request, provider, publisher.progress, Path(tmp), fetcher=self._fetcher
+            )
+            await publisher.emit(bus.EventType.PROGRESS, stage="uploading", progress=0.9)
+            stored = await artifacts.put(
+                self._results, bus.result_object_name(job.job_id, attempt), out.path
+            )
         await publisher.emit(
             bus.EventType.SUCCEEDED,
             stage="done",

@@ -11,13 +11,18 @@ import asyncio
 import base64
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
 from dubbing.jobstate import NAME_BY_FORMAT, duration, seconds
 from dubbing.v1 import dubbing_pb2 as pb
-from worker import assembly, timing
+from worker import assembly, mixdown, timing
+from worker.assembly import Samples
+from worker.background import BackgroundFetcher, BackgroundUnavailable
+from worker.loudness import DEFAULT_LOUDNESS_LUFS, LoudnessMeter
+from worker.mixdown import PcmFile
 from worker.providers import Gender, Provider, SynthesisRequest
 
 DEFAULT_SAMPLE_RATE = 24_000
@@ -39,7 +44,8 @@ Report = Callable[[str, float], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True)
 class DubbedAudio:
-    data: bytes
+    # The encoded programme, in the job's work directory.
+    path: Path
     format: str
     sample_rate_hz: int
     duration_seconds: float
@@ -91,7 +97,17 @@ def timing_report(
     )
 
 
-async def dub_transcript(request: pb.DubRequest, provider: Provider, report: Report) -> DubbedAudio:
+async def dub_transcript(
+    request: pb.DubRequest,
+    provider: Provider,
+    report: Report,
+    workdir: Path,
+    *,
+    fetcher: BackgroundFetcher | None = None,
+) -> DubbedAudio:
+    """Dub a transcript job into an encoded file in `workdir` (which the caller owns
+    and removes). Memory stays bounded whatever the programme's length: clips stream
+    onto a track on disk, and `worker.mixdown` mixes, normalises and encodes it."""
     work = request.transcript
     segments = list(work.transcript.segments)
     caps = provider.capabilities
@@ -127,30 +143,84 @@ async def dub_transcript(request: pb.DubRequest, provider: Provider, report: Rep
         await report("synthesizing", 0.8 * min(1.0, takes / len(windows)))
         return speech.samples, speech.sample_rate
 
-    clips, timings, summary = await timing.fit(
-        windows,
-        synthesize,
-        sample_rate=rate,
-        min_speed=caps.min_speed / base_speed,
-        max_speed=caps.max_speed / base_speed,
-        policy=policy_for(work.timing),
-    )
+    # The background is fetched and decoded (ffmpeg, another core) while the
+    # speech is synthesized and fitted.
+    bg_task: asyncio.Task[PcmFile] | None = None
+    if work.HasField("background"):
+        if fetcher is None:
+            raise BackgroundUnavailable(
+                "this worker cannot fetch background audio", reason="BACKGROUND_UNAVAILABLE"
+            )
+        bg_task = asyncio.create_task(fetcher.prepare(work.background, workdir, rate))
+
+    dub = PcmFile(workdir / "dub.f32", rate)
+    meter = LoudnessMeter(rate)
+
+    def sink(x: Samples) -> None:
+        dub.append(x)
+        meter.add(x)
+
+    writer = assembly.TrackWriter(rate, sink)
+    fitted: list[tuple[list[timing.SegmentTiming], bool]] = []
+    speech: list[tuple[float, float]] = []
+    try:
+        async for unit in timing.fit_stream(
+            windows,
+            synthesize,
+            sample_rate=rate,
+            min_speed=caps.min_speed / base_speed,
+            max_speed=caps.max_speed / base_speed,
+            policy=policy_for(work.timing),
+        ):
+            writer.add(unit.clip.start, unit.clip.samples)
+            fitted.append((unit.timings, unit.off))
+            first = unit.timings[0]
+            speech.append((first.speech_start, first.speech_end))
+        background_pcm = await bg_task if bg_task is not None else None
+        total = max(w.end for w in windows)
+        if background_pcm is not None:
+            total = max(total, background_pcm.seconds)
+        placement = writer.close(total)
+    finally:
+        if bg_task is not None and not bg_task.done():
+            bg_task.cancel()
+            await asyncio.gather(bg_task, return_exceptions=True)
+        dub.finish()
+    # The dub file is complete: reopen it for reading.
+    dub = PcmFile(dub.path, rate, create=False)
+
     await report("mixing", 0.85)
-    total = max(w.end for w in windows)
-    track, placement = assembly.place_clips(
-        [assembly.PlacedClip(start=c.start, samples=c.samples, sample_rate=rate) for c in clips],
-        sample_rate=rate,
-        total_duration=total,
+    background: mixdown.Background | None = None
+    if background_pcm is not None:
+        depth = (
+            work.background.ducking_db
+            if work.background.HasField("ducking_db")
+            else mixdown.Ducking().depth_db
+        )
+        envelope = (
+            mixdown.DuckingEnvelope(speech, mixdown.Ducking(depth_db=depth), rate)
+            if depth > 0
+            else None
+        )
+        background = mixdown.Background(background_pcm, work.background.gain_db, envelope)
+
+    out_path = workdir / f"dub.{assembly.suffix_for(fmt)}"
+    loudness = await mixdown.render(
+        dub,
+        meter,
+        target_lufs=work.output.loudness_lufs or DEFAULT_LOUDNESS_LUFS,
+        out_path=out_path,
+        fmt=fmt,
+        out_sample_rate=rate,
+        background=background,
     )
-    target = work.output.loudness_lufs or assembly.DEFAULT_LOUDNESS_LUFS
-    track, loudness = await asyncio.to_thread(assembly.normalize_loudness, track, rate, target)
-    data = await assembly.encode(track, rate, fmt, rate)
-    report_pb = timing_report(timings, summary, base_speed)
+    timings = [t for ts, _ in fitted for t in ts]
+    report_pb = timing_report(timings, timing.summarize(fitted), base_speed)
     return DubbedAudio(
-        data=data,
+        path=out_path,
         format=fmt,
         sample_rate_hz=rate,
-        duration_seconds=len(track) / rate,
+        duration_seconds=max(dub.samples, background_pcm.samples if background_pcm else 0) / rate,
         generated_audio_seconds=placement.speech_seconds,
         characters=characters,
         timing=base64.b64encode(report_pb.SerializeToString()).decode(),

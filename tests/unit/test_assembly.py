@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from worker import assembly
+from worker import assembly, loudness
 from worker.assembly import (
     FADE_OUT_SECONDS,
     EncodeError,
@@ -305,10 +305,10 @@ async def test_loudness_is_normalised_to_the_target(target: float) -> None:
     import pyloudnorm
 
     track = await _speech_track()
-    out, loudness = assembly.normalize_loudness(track, 24_000, target)
+    out, result = loudness.normalize_loudness(track, 24_000, target)
     measured = pyloudnorm.Meter(24_000).integrated_loudness(out.astype(np.float64))
     assert abs(measured - target) < 0.5
-    assert abs(loudness.after - measured) < 0.01
+    assert abs(result.after - measured) < 0.01
     assert float(np.max(np.abs(out))) <= 10 ** (-1 / 20) + 1e-6
 
 
@@ -316,8 +316,8 @@ async def test_loud_targets_are_reached_without_clipping() -> None:
     import pyloudnorm
 
     track = await _speech_track()
-    out, loudness = assembly.normalize_loudness(track, 24_000, -14.0)  # the loudest allowed
-    assert loudness.peak_limited
+    out, result = loudness.normalize_loudness(track, 24_000, -14.0)  # the loudest allowed
+    assert result.peak_limited
     measured = pyloudnorm.Meter(24_000).integrated_loudness(out.astype(np.float64))
     assert abs(measured - (-14.0)) < 1.0
     assert float(np.max(np.abs(out))) <= 10 ** (-1 / 20) + 1e-6
@@ -325,5 +325,5 @@ async def test_loud_targets_are_reached_without_clipping() -> None:
 
 def test_silence_is_left_alone() -> None:
     track = np.zeros(24_000 * 2, dtype=np.float32)
-    out, loudness = assembly.normalize_loudness(track, 24_000, -16.0)
-    assert np.array_equal(out, track) and loudness.gain_db == 0.0
+    out, result = loudness.normalize_loudness(track, 24_000, -16.0)
+    assert np.array_equal(out, track) and result.gain_db == 0.0

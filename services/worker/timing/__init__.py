@@ -40,7 +40,7 @@ Rules, per utterance (one window, or a stitched group of windows):
   choice (they are one sentence split by a cue break).
 """
 
-from .engine import fit
+from .engine import Fitted, fit, fit_stream, summarize
 from .model import (
     HARD_MAX_STRETCH,
     REMEDIES,
@@ -57,9 +57,12 @@ __all__ = [
     "REMEDIES",
     "Clip",
     "FitPolicy",
+    "Fitted",
     "SegmentTiming",
     "Synthesize",
     "TimingSummary",
     "Window",
     "fit",
+    "fit_stream",
+    "summarize",
 ]

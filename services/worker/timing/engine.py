@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -189,14 +190,25 @@ async def _fit_unit(
     return Clip(start=start, samples=shaped.samples), timings, off
 
 
-def _summary(results: Sequence[tuple[Clip, list[SegmentTiming], bool]]) -> TimingSummary:
-    timings = [t for _, ts, _ in results for t in ts]
+@dataclass(frozen=True, slots=True)
+class Fitted:
+    """One utterance, fitted: a stitched group of windows is one clip."""
+
+    clip: Clip
+    timings: list[SegmentTiming]  # its windows', in order
+    # Speech duration differs from the window's by more than 0.3 s (IWSLT 2023).
+    off: bool
+
+
+def summarize(fitted: Sequence[tuple[Sequence[SegmentTiming], bool]]) -> TimingSummary:
+    """The summary over utterances given as (timings, off) pairs, in order."""
+    timings = [t for ts, _ in fitted for t in ts]
     n = len(timings)
-    off = sum(len(ts) for _, ts, is_off in results if is_off)
+    off = sum(len(ts) for ts, is_off in fitted if is_off)
     honoured = [
         abs(ts[0].speech_start - ts[0].window_start)
-        for _, ts, _ in results
-        if ts[0].speech_end > ts[0].speech_start
+        for ts, _ in fitted
+        if ts and ts[0].speech_end > ts[0].speech_start
     ]
     stretches = [t.stretch for t in timings]
     return TimingSummary(
@@ -207,6 +219,81 @@ def _summary(results: Sequence[tuple[Clip, list[SegmentTiming], bool]]) -> Timin
         truncations=sum(1 for t in timings if "truncate" in t.remedies),
         max_start_offset=max(honoured, default=0.0),
     )
+
+
+def _limits(
+    units: Sequence[Sequence[Window]], policy: FitPolicy, horizon: float | None
+) -> list[float]:
+    """How far each utterance may run: its own end, or borrowed silence up to the next."""
+    limits: list[float] = []
+    for i, unit in enumerate(units):
+        end = unit[-1].end
+        if policy.use_precise_timing:
+            limits.append(end)
+            continue
+        following = units[i + 1][0].start if i + 1 < len(units) else horizon
+        cap = end + policy.max_borrow
+        limits.append(max(end, min(cap, following) if following is not None else cap))
+        if not math.isfinite(limits[-1]):
+            # The last utterance with unbounded borrowing: it may run as long as it is.
+            limits[-1] = end + 3600.0
+    return limits
+
+
+async def fit_stream(
+    windows: Sequence[Window],
+    synthesize: Synthesize,
+    *,
+    sample_rate: int,
+    min_speed: float,
+    max_speed: float,
+    policy: FitPolicy = DEFAULT_POLICY,
+    concurrency: int = 4,
+    horizon: float | None = None,
+    lookahead: int | None = None,
+) -> AsyncIterator[Fitted]:
+    """Synthesize `windows` (ordered by start, not overlapping), fit each into place,
+    and yield the utterances in order as they are ready.
+
+    `concurrency` bounds the synthesis calls in flight; at most `lookahead`
+    utterances (default 4 x concurrency) are fitted ahead of the consumer, so a
+    programme of any length is held only a few utterances at a time. `horizon`, for
+    callers that fit a long transcript in batches, is the start of the first window
+    after this batch: the last utterance may borrow silence up to it (None: up to
+    policy.max_borrow after its end).
+    """
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    ahead = lookahead if lookahead is not None else 4 * concurrency
+    if ahead < 1:
+        raise ValueError(f"lookahead must be >= 1, got {ahead}")
+    _validate(windows, min_speed, max_speed)
+    units = _units(windows, policy)
+    limits = _limits(units, policy, horizon)
+    slots = asyncio.Semaphore(concurrency)
+
+    async def run(i: int) -> Fitted:
+        # Semaphore waiters are served in order, so earlier utterances go first.
+        async with slots:
+            clip, timings, off = await _fit_unit(
+                units[i], limits[i], synthesize, sample_rate, min_speed, max_speed, policy
+            )
+        return Fitted(clip, timings, off)
+
+    pending: deque[asyncio.Task[Fitted]] = deque()
+    next_unit = 0
+    try:
+        while next_unit < len(units) or pending:
+            while next_unit < len(units) and len(pending) < ahead:
+                pending.append(asyncio.create_task(run(next_unit)))
+                next_unit += 1
+            yield await pending.popleft()
+    finally:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
 
 async def fit(
@@ -220,51 +307,22 @@ async def fit(
     concurrency: int = 4,
     horizon: float | None = None,
 ) -> tuple[list[Clip], list[SegmentTiming], TimingSummary]:
-    """Synthesize `windows` (ordered by start, not overlapping) and fit each into place.
-
-    Returns one clip per utterance (a stitched group is one clip), ordered by start,
-    the timings in window order, and the summary. `concurrency` bounds the
-    synthesis calls in flight. `horizon`, for callers that fit a long transcript in
-    batches, is the start of the first window after this batch: the last utterance
-    may borrow silence up to it (None: up to policy.max_borrow after its end).
-    """
-    if sample_rate <= 0:
-        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-    if concurrency < 1:
-        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
-    _validate(windows, min_speed, max_speed)
-    units = _units(windows, policy)
-    limits: list[float] = []
-    for i, unit in enumerate(units):
-        end = unit[-1].end
-        if policy.use_precise_timing:
-            limits.append(end)
-            continue
-        following = units[i + 1][0].start if i + 1 < len(units) else horizon
-        cap = end + policy.max_borrow
-        limits.append(max(end, min(cap, following) if following is not None else cap))
-        if not math.isfinite(limits[-1]):
-            # The last utterance with unbounded borrowing: it may run as long as it is.
-            limits[-1] = end + 3600.0
-
-    results: list[tuple[Clip, list[SegmentTiming], bool] | None] = [None] * len(units)
-    todo = iter(range(len(units)))
-
-    async def worker() -> None:
-        for i in todo:
-            results[i] = await _fit_unit(
-                units[i], limits[i], synthesize, sample_rate, min_speed, max_speed, policy
-            )
-
-    tasks = [asyncio.create_task(worker()) for _ in range(min(concurrency, len(units)))]
-    try:
-        await asyncio.gather(*tasks)
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
-    done = [r for r in results if r is not None]
-    clips = [clip for clip, _, _ in done]
-    timings = [t for _, ts, _ in done for t in ts]
-    return clips, timings, _summary(done)
+    """`fit_stream`, collected: one clip per utterance ordered by start, the timings
+    in window order, and the summary. Holds every clip: for short transcripts."""
+    fitted = [
+        f
+        async for f in fit_stream(
+            windows,
+            synthesize,
+            sample_rate=sample_rate,
+            min_speed=min_speed,
+            max_speed=max_speed,
+            policy=policy,
+            concurrency=concurrency,
+            horizon=horizon,
+            lookahead=max(1, len(windows)),
+        )
+    ]
+    clips = [f.clip for f in fitted]
+    timings = [t for f in fitted for t in f.timings]
+    return clips, timings, summarize([(f.timings, f.off) for f in fitted])
