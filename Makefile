@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo run test lint typecheck proto proto-check buf-lint bench-submit clean
+.PHONY: venv demo run test lint typecheck proto proto-check buf-lint bench-submit bench-audio clean
 
 venv: $(STAMP)
 
@@ -48,6 +48,11 @@ buf-lint: venv
 
 bench-submit: venv
 	$(BIN)/python -m bench.submit_bench
+
+## The audio path on a generated 90-minute, 1,500-segment transcript against the mp3
+## encode-alone floor and a process per segment; peak RSS on 3 hours (~10 minutes).
+bench-audio: venv
+	$(BIN)/python -m bench.audio_bench
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

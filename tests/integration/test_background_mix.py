@@ -8,7 +8,7 @@ import io
 import threading
 import uuid
 import wave
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import grpc
 import numpy as np
@@ -125,7 +125,7 @@ def speech_spans(job: pb.Job) -> list[tuple[float, float]]:
 async def test_uploaded_background_is_ducked_under_speech(
     stub: pb_grpc.DubbingServiceAsyncStub,
 ) -> None:
-    async def chunks() -> object:
+    async def chunks() -> AsyncIterator[pb.UploadAssetRequest]:
         data = tone_wav()
         yield pb.UploadAssetRequest(filename="tone.wav", chunk=data[: len(data) // 2])
         yield pb.UploadAssetRequest(chunk=data[len(data) // 2 :])
