@@ -56,6 +56,9 @@ class LoudnessMeter:
         )
         self._zi = np.zeros((len(self._sos), 2))
         self._step = round(sample_rate * _STEP_SECONDS)
+        # The K-weighting filters ring for a few ms (their slowest pole decays by
+        # e^-1 in ~4 ms); after 0.25 s of silence what is left is below 1e-20.
+        self._settle = round(sample_rate * 0.25)
         self._steps: list[npt.NDArray[np.float64]] = []  # sum of squares per full 100 ms
         self._partial = np.zeros(0)  # squares of the unfinished 100 ms
         self.samples = 0
@@ -66,8 +69,16 @@ class LoudnessMeter:
         if len(chunk) == 0:
             return
         self.samples += len(chunk)
-        self.peak = max(self.peak, float(np.abs(chunk).max()))
-        y, self._zi = scipy.signal.sosfilt(self._sos, chunk, zi=self._zi)
+        peak = float(np.abs(chunk).max())
+        self.peak = max(self.peak, peak)
+        if peak == 0.0 and len(chunk) > self._settle:
+            # Silence (most of a dub's timeline): filter only until the filters'
+            # ringing has died out; after that the output is zero too.
+            head, _ = scipy.signal.sosfilt(self._sos, chunk[: self._settle], zi=self._zi)
+            self._zi = np.zeros_like(self._zi)
+            y = np.concatenate([head, np.zeros(len(chunk) - self._settle)])
+        else:
+            y, self._zi = scipy.signal.sosfilt(self._sos, chunk, zi=self._zi)
         squares = np.concatenate([self._partial, np.square(y)])
         full = len(squares) // self._step * self._step
         if full:

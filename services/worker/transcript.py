@@ -172,7 +172,8 @@ async def dub_transcript(
             max_speed=caps.max_speed / base_speed,
             policy=policy_for(work.timing),
         ):
-            writer.add(unit.clip.start, unit.clip.samples)
+            # Off the event loop: the meter filters every sample placed.
+            await asyncio.to_thread(writer.add, unit.clip.start, unit.clip.samples)
             fitted.append((unit.timings, unit.off))
             first = unit.timings[0]
             speech.append((first.speech_start, first.speech_end))
@@ -180,7 +181,7 @@ async def dub_transcript(
         total = max(w.end for w in windows)
         if background_pcm is not None:
             total = max(total, background_pcm.seconds)
-        placement = writer.close(total)
+        placement = await asyncio.to_thread(writer.close, total)
     finally:
         if bg_task is not None and not bg_task.done():
             bg_task.cancel()
