@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 
-from worker import assembly, loudness
+from worker import assembly
 from worker.assembly import (
     FADE_OUT_SECONDS,
     EncodeError,
@@ -173,6 +174,95 @@ def test_bad_start_rejected(start: float) -> None:
         place_clips([PlacedClip(start, tone(0.1), SR)], sample_rate=SR, total_duration=1.0)
 
 
+# --- TrackWriter --------------------------------------------------------------
+
+
+def streamed(
+    clips: list[PlacedClip], total_duration: float, rate: int = SR
+) -> tuple[npt.NDArray[np.float32], assembly.PlacementReport, list[int]]:
+    """The clips through a TrackWriter in start order; also the sizes handed to the sink."""
+    parts: list[npt.NDArray[np.float32]] = []
+    writer = assembly.TrackWriter(rate, parts.append)
+    for i in sorted(range(len(clips)), key=lambda i: round(clips[i].start * rate)):
+        writer.add(clips[i].start, resample(clips[i].samples, clips[i].sample_rate, rate), index=i)
+    report = writer.close(total_duration)
+    track = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+    return track, report, [len(p) for p in parts]
+
+
+def naive_track(clips: list[PlacedClip], total: float, rate: int = SR) -> npt.NDArray[np.float32]:
+    """The placement rule written out plainly, in memory: each clip (in start order) is cut
+    where the next one starts, its last 10 ms faded to nothing."""
+    placed = sorted(
+        ((round(c.start * rate), resample(c.samples, c.sample_rate, rate)) for c in clips),
+        key=lambda p: p[0],
+    )
+    fade = round(FADE_OUT_SECONDS * rate)
+    cut = []
+    for k, (s, x) in enumerate(placed):
+        if k + 1 < len(placed) and s + len(x) > placed[k + 1][0]:
+            x = x[: placed[k + 1][0] - s].copy()
+            n = min(fade, len(x))
+            x[len(x) - n :] *= np.linspace(1.0, 0.0, n, dtype=np.float32)
+        cut.append((s, x))
+    end = max([math.ceil(total * rate - 1e-6)] + [s + len(x) for s, x in cut])
+    track = np.zeros(end, dtype=np.float32)
+    for s, x in cut:
+        track[s : s + len(x)] = x
+    return track
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_track_writer_streams_what_place_clips_builds(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 30))
+    clips = []
+    for i in range(n):
+        # Random starts (some shared, some overlapping), rates and lengths, some empty.
+        start = float(rng.choice([rng.uniform(0, 8), 2.0]))
+        rate = int(rng.choice([SR, 22050, 24000]))
+        length = float(rng.choice([0.0, rng.uniform(0.01, 2.5)]))
+        clips.append(PlacedClip(start, tone(length, rate, freq=150.0 + 40 * i), rate))
+    total = float(rng.uniform(0, 12))
+    track, report, _ = streamed(clips, total)
+    expected, expected_report = place_clips(clips, sample_rate=SR, total_duration=total)
+    assert np.array_equal(track, expected)
+    assert np.array_equal(track, naive_track(clips, total))
+    assert report == expected_report
+    assert len(track) >= round(total * SR)
+
+
+def test_track_writer_refuses_a_clip_before_the_previous_start() -> None:
+    writer = assembly.TrackWriter(SR, lambda _: None)
+    writer.add(1.0, tone(0.1))
+    writer.add(1.0, tone(0.1))  # the same start is allowed: the earlier is cut to nothing
+    with pytest.raises(ValueError, match="before"):
+        writer.add(0.999, tone(0.1))
+    for bad in (-0.5, float("nan")):
+        with pytest.raises(ValueError):
+            writer.add(bad, tone(0.1))
+    with pytest.raises(ValueError):
+        writer.close(float("inf"))
+
+
+def test_track_writer_hands_long_silence_over_in_bounded_pieces() -> None:
+    piece = assembly._SILENCE_PIECE
+    rate = 8000
+    # A pause of 2.5 pieces before the clip, and padding of 1.7 pieces after it.
+    start = 2.5 * piece / rate
+    clip = tone(0.5, rate)
+    total = start + 0.5 + 1.7 * piece / rate
+    track, report, sizes = streamed([PlacedClip(start, clip, rate)], total, rate)
+    assert max(sizes) <= piece
+    assert sizes.count(len(clip)) == 1
+    assert len(sizes) >= 1 + 3 + 2
+    first = round(start * rate)
+    assert len(track) == math.ceil(total * rate - 1e-6)
+    assert not np.any(track[:first]) and not np.any(track[first + len(clip) :])
+    assert np.array_equal(track[first : first + len(clip)], clip)
+    assert report.duration == pytest.approx(len(track) / rate)
+
+
 # --- encode / decode ----------------------------------------------------------
 
 
@@ -281,49 +371,3 @@ async def test_concurrent_encodes() -> None:
     for track, data in zip(tracks, datas, strict=True):
         samples, _ = await decode(data)
         assert len(samples) == len(track)
-
-
-# -- loudness -------------------------------------------------------------------
-
-
-async def _speech_track(sample_rate: int = 24_000) -> np.ndarray:
-    from worker.providers.base import SynthesisRequest
-    from worker.providers.local import LocalProvider
-
-    provider = LocalProvider()
-    clips = []
-    for i, text in enumerate(["Bonjour à tous.", "Merci d'être venus.", "À bientôt."]):
-        speech = await provider.synthesize(SynthesisRequest(text=text, language="fr"))
-        samples = assembly.resample(speech.samples, speech.sample_rate, sample_rate)
-        clips.append(assembly.PlacedClip(start=2.0 * i, samples=samples, sample_rate=sample_rate))
-    track, _ = assembly.place_clips(clips, sample_rate=sample_rate, total_duration=6.0)
-    return track
-
-
-@pytest.mark.parametrize("target", [-16.0, -23.0])
-async def test_loudness_is_normalised_to_the_target(target: float) -> None:
-    import pyloudnorm
-
-    track = await _speech_track()
-    out, result = loudness.normalize_loudness(track, 24_000, target)
-    measured = pyloudnorm.Meter(24_000).integrated_loudness(out.astype(np.float64))
-    assert abs(measured - target) < 0.5
-    assert abs(result.after - measured) < 0.01
-    assert float(np.max(np.abs(out))) <= 10 ** (-1 / 20) + 1e-6
-
-
-async def test_loud_targets_are_reached_without_clipping() -> None:
-    import pyloudnorm
-
-    track = await _speech_track()
-    out, result = loudness.normalize_loudness(track, 24_000, -14.0)  # the loudest allowed
-    assert result.peak_limited
-    measured = pyloudnorm.Meter(24_000).integrated_loudness(out.astype(np.float64))
-    assert abs(measured - (-14.0)) < 1.0
-    assert float(np.max(np.abs(out))) <= 10 ** (-1 / 20) + 1e-6
-
-
-def test_silence_is_left_alone() -> None:
-    track = np.zeros(24_000 * 2, dtype=np.float32)
-    out, result = loudness.normalize_loudness(track, 24_000, -16.0)
-    assert np.array_equal(out, track) and result.gain_db == 0.0

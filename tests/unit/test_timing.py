@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -17,11 +18,14 @@ from worker.timing import (
     REMEDIES,
     Clip,
     FitPolicy,
+    Fitted,
     SegmentTiming,
     Synthesize,
     TimingSummary,
     Window,
     fit,
+    fit_stream,
+    summarize,
 )
 from worker.timing.dsp import stretch
 
@@ -448,3 +452,129 @@ async def test_real_local_voice_throughput(local_voice: Synthesize) -> None:
     assert summary.segments == 300
     assert sum(1 for x in timings if "time_stretch" in x.remedies) > 20
     print(f"fit: 300 local-voice segments in {elapsed:.2f} s; {summary}")
+
+
+# --- fit_stream ---------------------------------------------------------------------
+
+
+def distinct_windows(n: int) -> list[Window]:
+    """`n` windows that each fit at speed 1.0, every text different (one text, one unit)."""
+    return [Window(i, 3.0 * i, 3.0 * i + 2.5, f"w{i:03d}" * (1 + i % 5)) for i in range(n)]
+
+
+def stream(
+    windows: Sequence[Window], voice: Synthesize, *, concurrency: int, lookahead: int
+) -> AsyncGenerator[Fitted, None]:
+    gen = fit_stream(
+        windows,
+        voice,
+        sample_rate=SR,
+        min_speed=0.5,
+        max_speed=2.0,
+        policy=FitPolicy(use_stitching=False),
+        concurrency=concurrency,
+        lookahead=lookahead,
+    )
+    assert isinstance(gen, AsyncGenerator)
+    return gen
+
+
+async def settled() -> None:
+    """Wait until every utterance fit_stream has set going is done. While its consumer
+    does not ask for the next one the generator is suspended and starts no others."""
+    while running := [
+        t
+        for t in asyncio.all_tasks()
+        if not t.done() and getattr(t.get_coro(), "__qualname__", "") == "fit_stream.<locals>.run"
+    ]:
+        await asyncio.wait(running)
+
+
+@pytest.mark.parametrize(("concurrency", "lookahead", "k"), [(1, 1, 3), (2, 3, 5), (4, 8, 1)])
+async def test_stream_synthesizes_only_a_bounded_lookahead(
+    concurrency: int, lookahead: int, k: int
+) -> None:
+    windows = distinct_windows(24)
+    voice = FakeVoice()
+    got: list[Fitted] = []
+    paused, resume = asyncio.Event(), asyncio.Event()
+
+    async def consume() -> None:
+        async for fitted in stream(windows, voice, concurrency=concurrency, lookahead=lookahead):
+            got.append(fitted)
+            if len(got) == k:
+                paused.set()
+                await resume.wait()
+
+    consumer = asyncio.create_task(consume())
+    await paused.wait()
+    await settled()
+    synthesized = {text for text, _ in voice.calls}
+    assert k <= len(synthesized) <= k + lookahead
+    # ...and it does work ahead: the consumer's pause is the producer's head start.
+    assert len(synthesized) >= k + lookahead - 1
+    # What was synthesized ahead is the next utterances, none skipped.
+    assert synthesized == {w.text for w in windows[: len(synthesized)]}
+    resume.set()
+    await consumer
+    assert [f.timings[0].index for f in got] == list(range(len(windows)))
+    assert [f.clip.start for f in got] == [w.start for w in windows]
+    assert len(voice.calls) == len(windows)
+
+
+async def test_closing_the_stream_early_cancels_what_is_in_flight() -> None:
+    windows = distinct_windows(20)
+    fake = FakeVoice()
+    k, concurrency = 4, 3
+    blocked_text = {w.text for w in windows[k:]}
+    gate = asyncio.Event()  # never set: those calls only end by cancellation
+    all_blocked = asyncio.Event()  # every slot is held by a call waiting at the gate
+    in_flight, blocked, cancelled, started = 0, 0, 0, 0
+
+    async def voice(text: str, speed: float) -> tuple[Samples, int]:
+        nonlocal in_flight, blocked, cancelled, started
+        started += 1
+        in_flight += 1
+        try:
+            if text in blocked_text:
+                blocked += 1
+                if blocked == concurrency:
+                    all_blocked.set()
+                await gate.wait()
+            return await fake(text, speed)
+        except asyncio.CancelledError:
+            cancelled += 1
+            raise
+        finally:
+            in_flight -= 1
+
+    gen = stream(windows, voice, concurrency=concurrency, lookahead=6)
+    got = [await anext(gen) for _ in range(k)]
+    assert [f.timings[0].index for f in got] == list(range(k))
+    await all_blocked.wait()
+    await gen.aclose()
+    assert in_flight == 0
+    assert cancelled == concurrency
+    # Nothing of the stream is left running to call the voice again.
+    before = started
+    await settled()
+    assert started == before == k + concurrency
+
+
+async def test_fit_and_fit_stream_agree() -> None:
+    rng = random.Random(11)
+    windows, t = [], 0.0
+    for i in range(40):
+        t += rng.choice([0.0, 0.05, 0.3, 1.0])
+        length = rng.uniform(0.3, 4.0)
+        windows.append(Window(i, t, t + length, chars(length * rng.uniform(0.4, 3.0)), "AB"[i % 2]))
+        t += length
+    clips, timings, summary = await run(windows, FakeVoice())
+    streamed = [f async for f in stream(windows, FakeVoice(), concurrency=1, lookahead=1)]
+    assert [t for f in streamed for t in f.timings] == timings
+    assert summarize([(f.timings, f.off) for f in streamed]) == summary
+    assert [f.clip.start for f in streamed] == [c.start for c in clips]
+    for f, clip in zip(streamed, clips, strict=True):
+        assert np.array_equal(f.clip.samples, clip.samples)
+    # Sanity: the comparison covers remedies, not only clean fits.
+    assert summary.truncations > 0 and summary.mean_stretch > 1.0
