@@ -77,6 +77,37 @@ def test_meter_equals_pyloudnorm_whatever_the_chunking(rate: int) -> None:
         assert meter.peak == float(np.max(np.abs(x))), name
 
 
+@pytest.mark.parametrize("rate", [8000, 24000, 48000])
+def test_meter_equals_pyloudnorm_over_digital_silence(rate: int) -> None:
+    # A dub's timeline: loud lines cut off abruptly (the filters still ring) and long
+    # stretches of exact zeros, handed over as whole pieces of silence as TrackWriter does.
+    rng = np.random.default_rng(6)
+    pieces: list[Samples] = []
+    for i in range(12):
+        line = 0.2 * rng.standard_normal(int(rng.integers(rate // 5, 2 * rate)))
+        pieces.append((line * (1 + 3 * (i % 3))).astype(np.float32))
+        silence = int(rng.choice([rate // 100, rate // 5, rate // 4 + 1, rate, 7 * rate]))
+        pieces.append(np.zeros(silence, dtype=np.float32))
+    x = np.concatenate(pieces)
+    expected = reference(x, rate)
+    meter = LoudnessMeter(rate)
+    for piece in pieces:
+        meter.add(piece)
+    assert meter.integrated() == pytest.approx(expected, abs=0.01)
+    # Stricter than the gated figure: every 100 ms energy, the filters' ringing into
+    # the silence included, as pyloudnorm's own filters give it over the whole track.
+    y = x.astype(np.float64)
+    for stage in pyloudnorm.Meter(rate)._filters.values():
+        y = stage.apply_filter(y)
+    step = rate // 10
+    squares = np.square(np.concatenate([y, np.zeros(-len(y) % step)]))
+    np.testing.assert_allclose(
+        meter.step_energies(), squares.reshape(-1, step).sum(axis=1), rtol=1e-9, atol=1e-15
+    )
+    for name, sizes in chunkings(len(x)):
+        assert measured(x, rate, sizes).integrated() == pytest.approx(expected, abs=0.01), name
+
+
 @pytest.mark.parametrize("seconds", [0.4, 0.43, 0.45, 0.55, 1.0, 2.96])
 def test_meter_agrees_on_where_the_programme_ends(seconds: float) -> None:
     # Loud at the very end: whether the last, partial block counts shows in the figure.
