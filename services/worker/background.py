@@ -112,6 +112,18 @@ class BackgroundFetcher:
                         if size > self._max_bytes:
                             raise self._too_large()
                         out.write(chunk)
+        except (
+            httpx.InvalidURL,
+            httpx.UnsupportedProtocol,
+            httpx.TooManyRedirects,
+            # What the gateway's check lets through but the socket layer refuses
+            # (a port out of range): not worth retrying either.
+            ValueError,
+            OverflowError,
+        ) as exc:
+            raise BackgroundRejected(
+                f"cannot fetch the background URL: {exc}", reason="BACKGROUND_FETCH_FAILED"
+            ) from exc
         except httpx.TransportError as exc:
             raise BackgroundUnavailable(
                 f"could not fetch the background URL: {exc!r}", reason="BACKGROUND_UNAVAILABLE"

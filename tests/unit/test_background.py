@@ -166,3 +166,10 @@ async def test_prepare_decodes_to_the_requested_rate(
     assert np.argmax(spectrum) * rate / len(x) == pytest.approx(440.0, abs=1.0)
     level = float(np.sqrt(np.mean(np.square(x[rate:-rate]))))
     assert level == pytest.approx(0.3 / np.sqrt(2), rel=0.1 if fmt == "mp3" else 0.01)
+
+
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1/x.wav", "http://127.0.0.1:99999/x.wav"])
+async def test_unusable_url_is_rejected_not_retried(tmp_path: Path, url: str) -> None:
+    with pytest.raises(BackgroundRejected) as exc:
+        await BackgroundFetcher(None).fetch(pb.BackgroundAudio(url=url), tmp_path / "bg")
+    assert exc.value.reason == "BACKGROUND_FETCH_FAILED"
