@@ -45,6 +45,28 @@ class BackgroundRejected(BackgroundError):
     """Retrying cannot help: the source does not exist, is too large or is not audio."""
 
 
+def _check_url(url: str) -> None:
+    """Refuse what no retry can fetch. The gateway checks URLs too; this guards
+    against a job from an older gateway, and a port out of range would otherwise
+    surface as an OverflowError from deep inside the socket layer."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise BackgroundRejected(
+            f"{url!r} is not a valid URL", reason="BACKGROUND_FETCH_FAILED"
+        ) from exc
+    port = parsed.port
+    if (
+        parsed.scheme not in ("http", "https")
+        or not parsed.host
+        or not (port is None or 0 < port < 65536)
+    ):
+        raise BackgroundRejected(
+            f"{url!r} is not an http:// or https:// URL with a host",
+            reason="BACKGROUND_FETCH_FAILED",
+        )
+
+
 class BackgroundFetcher:
     """Gets background sources onto local disk. One per worker process."""
 
@@ -90,6 +112,7 @@ class BackgroundFetcher:
         return PcmFile(pcm_path, sample_rate, create=False)
 
     async def _fetch_url(self, url: str, dest: Path) -> None:
+        _check_url(url)
         client = self._http or httpx.AsyncClient(timeout=_HTTP_TIMEOUT, follow_redirects=True)
         try:
             async with client.stream("GET", url) as response:
@@ -116,10 +139,6 @@ class BackgroundFetcher:
             httpx.InvalidURL,
             httpx.UnsupportedProtocol,
             httpx.TooManyRedirects,
-            # What the gateway's check lets through but the socket layer refuses
-            # (a port out of range): not worth retrying either.
-            ValueError,
-            OverflowError,
         ) as exc:
             raise BackgroundRejected(
                 f"cannot fetch the background URL: {exc}", reason="BACKGROUND_FETCH_FAILED"
