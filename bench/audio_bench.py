@@ -242,9 +242,7 @@ def write_speechlike_pcm(path: Path, lines: Sequence[Line], seconds: float, rate
 
 def encode_file(pcm: Path, rate: int, out: Path) -> None:
     """Raw float32 mono on disk to mp3, with the worker's encoder options."""
-    codec_args, _ = assembly._encoder_args(MP3, RATE)
-    args = ["-hide_banner", "-loglevel", "error", "-f", "f32le", "-ar", str(rate), "-ac", "1"]
-    args += ["-i", str(pcm), "-ac", "1", "-map_metadata", "-1", *codec_args, "-y", str(out)]
+    args = assembly.encode_args(str(pcm), rate, MP3, RATE, out)
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), *args], check=True)
 
 

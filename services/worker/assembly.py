@@ -298,6 +298,15 @@ class Encoder:
         self._proc = proc
         self.path = path
         self.samples = 0
+        # Read stderr all along: a chatty ffmpeg must not block on a full pipe.
+        self._stderr = asyncio.create_task(self._read_stderr())
+
+    async def _read_stderr(self) -> bytes:
+        assert self._proc.stderr is not None
+        tail = b""
+        while chunk := await self._proc.stderr.read(65536):
+            tail = (tail + chunk)[-4 * _STDERR_TAIL :]
+        return tail
 
     @classmethod
     async def start(cls, path: Path, sample_rate: int, fmt: str, out_sample_rate: int) -> Encoder:
@@ -305,27 +314,7 @@ class Encoder:
             raise ValueError(
                 f"sample rates must be positive, got {sample_rate} -> {out_sample_rate}"
             )
-        codec_args, _ = _encoder_args(fmt, out_sample_rate)
-        args = [
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-f",
-            "f32le",
-            "-ar",
-            str(sample_rate),
-            "-ac",
-            "1",
-            "-i",
-            "pipe:0",
-            "-ac",
-            "1",
-            "-map_metadata",
-            "-1",
-            *codec_args,
-            "-y",
-            str(path),
-        ]
+        args = encode_args("pipe:0", sample_rate, fmt, out_sample_rate, path)
         proc = await asyncio.create_subprocess_exec(
             _ffmpeg(),
             *args,
@@ -352,13 +341,13 @@ class Encoder:
             await self._proc.stdin.wait_closed()
         if await self._proc.wait() != 0:
             await self._fail()
+        await self._stderr
         if not self.path.exists() or self.path.stat().st_size == 0:
             raise EncodeError(f"ffmpeg produced an empty {self.path.suffix[1:]} file")
 
     async def _fail(self) -> None:
         await self._proc.wait()
-        assert self._proc.stderr is not None
-        stderr = await self._proc.stderr.read()
+        stderr = await self._stderr
         raise EncodeError(
             f"ffmpeg exited with status {self._proc.returncode}", stderr=_tail(stderr)
         )
@@ -368,6 +357,35 @@ class Encoder:
         with contextlib.suppress(ProcessLookupError):
             self._proc.kill()
         await self._proc.wait()
+        await asyncio.gather(self._stderr, return_exceptions=True)
+
+
+def encode_args(
+    source: str, sample_rate: int, fmt: str, out_sample_rate: int, out_path: Path
+) -> list[str]:
+    """ffmpeg arguments that encode raw mono float32 at `sample_rate` from `source`
+    (a path, or "pipe:0") into `out_path` as the worker does."""
+    codec_args, _ = _encoder_args(fmt, out_sample_rate)
+    return [
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-f",
+        "f32le",
+        "-ar",
+        str(sample_rate),
+        "-ac",
+        "1",
+        "-i",
+        source,
+        "-ac",
+        "1",
+        "-map_metadata",
+        "-1",
+        *codec_args,
+        "-y",
+        str(out_path),
+    ]
 
 
 def suffix_for(fmt: str) -> str:
