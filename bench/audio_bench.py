@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import inspect
 import json
 import os
 import resource
@@ -38,11 +37,10 @@ import tempfile
 import threading
 import time
 import wave
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import imageio_ffmpeg
 import numpy as np
@@ -165,23 +163,9 @@ class Dubbed:
 
 
 async def dub(request: pb.DubRequest, provider: Provider, workdir: Path) -> Dubbed:
-    """``dub_transcript`` before and after it took a workdir and returned a path.
-
-    Before: ``dub_transcript(request, provider, report)`` -> DubbedAudio with ``data``
-    (written to `workdir` here, so both versions end with the mp3 on disk). After:
-    ``dub_transcript(request, provider, report, workdir)`` -> DubbedAudio with ``path``.
-    """
-    entry: Callable[..., Awaitable[Any]] = transcript.dub_transcript
-    if "workdir" in inspect.signature(entry).parameters:
-        result = await entry(request, provider, _no_report, workdir)
-    else:
-        result = await entry(request, provider, _no_report)
-    path = getattr(result, "path", None)
-    if path is None:
-        path = workdir / f"ours.{result.format}"
-        await asyncio.to_thread(path.write_bytes, result.data)
+    result = await transcript.dub_transcript(request, provider, _no_report, workdir)
     report = pb.TimingReport.FromString(base64.b64decode(result.timing))
-    return Dubbed(Path(path), float(result.duration_seconds), float(result.loudness_lufs), report)
+    return Dubbed(result.path, result.duration_seconds, result.loudness_lufs, report)
 
 
 def timing_lines(report: pb.TimingReport) -> list[str]:
