@@ -58,6 +58,9 @@ class WorkerSettings(CommonSettings):
     # How often the worker re-advertises its capabilities; the advert lives 3x this.
     advert_interval_seconds: float = 5.0
     grace_seconds: float = 25.0
+    # Where jobs write their working files (dub track, background, encoded result):
+    # about 4 bytes per sample of programme. Empty: the system's temporary directory.
+    work_dir: str = ""
 
 
 class ClientSettings(BaseSettings):

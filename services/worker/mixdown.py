@@ -226,6 +226,7 @@ async def render(
         after = await _encode(
             mix, length, n_chunks, 10 ** (gain_db / 20), out_path, fmt, out_sample_rate
         )
+        limited = limited or peak * 10 ** (gain_db / 20) > PEAK_CEILING
     return Loudness(before=before, after=after, gain_db=gain_db, peak_limited=limited)
 
 

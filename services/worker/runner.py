@@ -276,7 +276,9 @@ class Worker:
         assert self._results is not None
         # Everything the job writes (dub track, background, encoded result) lives here
         # and goes when the attempt ends, however it ends.
-        with tempfile.TemporaryDirectory(prefix=f"dubbing-{job.job_id}-") as tmp:
+        with tempfile.TemporaryDirectory(
+            prefix=f"dubbing-{job.job_id}-", dir=self.settings.work_dir or None
+        ) as tmp:
             out = await dub_transcript(
                 request, provider, publisher.progress, Path(tmp), fetcher=self._fetcher
             )
