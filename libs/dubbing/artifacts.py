@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import io
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,51 +33,98 @@ async def put(store: ObjectStore, name: str, data: bytes | Path) -> StoredArtifa
     return StoredArtifact(name=name, size=int(info.size or 0), sha256=digest.hex())
 
 
+# Chunks (128 KiB each, nats-py's default) read ahead of a slow consumer.
+READ_AHEAD_CHUNKS = 8
+
+
 class _QueueWriter(io.RawIOBase):
-    """A file-like sink that hands each chunk to the event loop.
+    """A file-like sink that hands each chunk to the event loop, waiting for room.
 
     nats-py writes an object's chunks into a file-like object from an executor
-    thread; forwarding them to a queue lets the gateway stream a result to its
-    client chunk by chunk instead of loading the whole file first.
+    thread. Each write blocks that thread until the bounded queue has room, so a
+    client that reads slowly holds back the object store instead of making the
+    gateway buffer the whole result (a three-hour WAV is over 500 MB).
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[bytes | None]):
         super().__init__()
         self._loop = loop
         self._queue = queue
+        self._pending: concurrent.futures.Future[None] | None = None
+        self._aborted = threading.Event()
+        self.written = 0  # chunks handed over
 
     def writable(self) -> bool:
         return True
 
     def write(self, b: bytes) -> int:  # type: ignore[override]
+        if self._aborted.is_set():
+            raise ConnectionAbortedError("the reader went away")
         data = bytes(b)
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, data)
+        self._pending = asyncio.run_coroutine_threadsafe(self._queue.put(data), self._loop)
+        try:
+            self._pending.result()
+        except concurrent.futures.CancelledError as exc:
+            raise ConnectionAbortedError("the reader went away") from exc
+        self.written += 1
         return len(data)
 
+    @property
+    def aborted(self) -> bool:
+        return self._aborted.is_set()
 
-async def stream(store: ObjectStore, name: str) -> AsyncIterator[bytes]:
-    """Yield the object's chunks in order; the object's digest is verified at the end.
+    def abort(self) -> None:
+        """Called on the loop when the reader stops: unblock and fail the writer."""
+        self._aborted.set()
+        if self._pending is not None:
+            self._pending.cancel()
 
-    Raises ``nats.js.errors.ObjectNotFoundError`` when there is no such object.
-    """
-    await store.get_info(name)  # fail fast, before anything is yielded
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-    writer = _QueueWriter(loop, queue)
 
-    async def pump() -> None:
+class ArtifactReader:
+    """Reads one object chunk by chunk, at most `read_ahead` chunks ahead of the consumer."""
+
+    def __init__(self, store: ObjectStore, name: str, *, read_ahead: int = READ_AHEAD_CHUNKS):
+        if read_ahead < 1:
+            raise ValueError(f"read_ahead must be >= 1, got {read_ahead}")
+        self._store = store
+        self._name = name
+        self._read_ahead = read_ahead
+        self._writer: _QueueWriter | None = None
+
+    @property
+    def fetched(self) -> int:
+        """Chunks fetched from the store so far (consumed or waiting)."""
+        return self._writer.written if self._writer else 0
+
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
+        """Yield the object's chunks in order; its digest is verified at the end.
+
+        Raises ``nats.js.errors.ObjectNotFoundError`` when there is no such object.
+        """
+        await self._store.get_info(self._name)  # fail fast, before anything is yielded
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=self._read_ahead)
+        writer = self._writer = _QueueWriter(asyncio.get_running_loop(), queue)
+
+        async def pump() -> None:
+            try:
+                await self._store.get(self._name, writeinto=writer)  # type: ignore[arg-type]
+            finally:
+                # After the last chunk was queued (each write waited for its put).
+                if not writer.aborted:
+                    await queue.put(None)
+
+        task = asyncio.create_task(pump())
         try:
-            await store.get(name, writeinto=writer)  # type: ignore[arg-type]
+            while (chunk := await queue.get()) is not None:
+                yield chunk
+            await task  # re-raises a digest mismatch or read error
         finally:
-            # Runs after the executor writes were scheduled, so the end marker
-            # is queued behind the last chunk.
-            loop.call_soon(queue.put_nowait, None)
+            if not task.done():
+                writer.abort()
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
 
-    task = asyncio.create_task(pump())
-    try:
-        while (chunk := await queue.get()) is not None:
-            yield chunk
-        await task  # re-raises a digest mismatch or read error
-    finally:
-        if not task.done():
-            task.cancel()
+
+def stream(store: ObjectStore, name: str) -> AsyncGenerator[bytes, None]:
+    """The object's chunks in order, read a few ahead; see ArtifactReader."""
+    return ArtifactReader(store, name).chunks()

@@ -1,0 +1,89 @@
+"""Result artifacts in the NATS Object Store, against a real nats-server."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+from nats.js.errors import ObjectNotFoundError
+from nats.js.object_store import ObjectStore
+
+from dubbing import artifacts, jetstream
+from dubbing.devstack import NATS_READY, NatsServer
+
+CHUNK = 128 * 1024  # nats-py's object chunk size
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[NatsServer]:
+    s = NatsServer(tmp_path / "nats")
+    s.start().wait_for(NATS_READY)
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+async def nc(server: NatsServer) -> AsyncIterator[NATS]:
+    conn = await nats.connect(server.url)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+async def store(nc: NATS) -> ObjectStore:
+    return await jetstream.results_store(nc.jetstream())
+
+
+async def test_put_bytes_and_file_report_size_and_sha256(
+    store: ObjectStore, tmp_path: Path
+) -> None:
+    data = os.urandom(3 * CHUNK + 12345)
+    path = tmp_path / "result.bin"
+    path.write_bytes(data)
+    expected = hashlib.sha256(data).hexdigest()
+    for name, source in (("from-bytes", data), ("from-file", path)):
+        stored = await artifacts.put(store, name, source)
+        assert (stored.name, stored.size, stored.sha256) == (name, len(data), expected)
+        assert b"".join([c async for c in artifacts.stream(store, name)]) == data
+
+
+async def test_a_slow_reader_holds_back_the_fetch(nc: NATS, store: ObjectStore) -> None:
+    data = os.urandom(40 * CHUNK)
+    await artifacts.put(store, "big", data)
+    reader = artifacts.ArtifactReader(store, "big", read_ahead=4)
+    received = bytearray()
+    most_ahead = 0
+    async for chunk in reader.chunks():
+        received += chunk
+        consumed = len(received) // CHUNK
+        most_ahead = max(most_ahead, reader.fetched - consumed)
+        # Give the fetch every chance to run ahead: a round trip to the server.
+        await nc.flush()
+    assert bytes(received) == data
+    # The queue holds 4; one more may be in the writer's hands when we look.
+    assert most_ahead <= 4 + 1, most_ahead
+    assert reader.fetched == 40
+
+
+async def test_a_reader_that_stops_early_ends_the_fetch(store: ObjectStore) -> None:
+    data = os.urandom(30 * CHUNK)
+    await artifacts.put(store, "abandoned", data)
+    reader = artifacts.ArtifactReader(store, "abandoned", read_ahead=2)
+    chunks = reader.chunks()
+    first = await anext(chunks)
+    assert first == data[:CHUNK]
+    await chunks.aclose()  # returns only once the fetch has ended
+    stopped_at = reader.fetched
+    assert stopped_at < 30
+    # The store is still usable, and the object whole.
+    assert b"".join([c async for c in artifacts.stream(store, "abandoned")]) == data
+
+
+async def test_missing_object_fails_before_anything_is_yielded(store: ObjectStore) -> None:
+    with pytest.raises(ObjectNotFoundError):
+        await anext(artifacts.stream(store, "nothing-here"))
