@@ -9,6 +9,7 @@ import threading
 import uuid
 import wave
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -19,6 +20,7 @@ import scipy.signal
 
 from dubbing.v1 import dubbing_pb2 as pb
 from dubbing.v1 import dubbing_pb2_grpc as pb_grpc
+from tests.conftest import StackFactory
 from tests.helpers import segment
 from tests.integration.test_api import download, read_wav, submit, watch_all
 
@@ -221,3 +223,23 @@ async def test_background_that_cannot_be_used_fails_the_job_with_the_reason(
             infos.append(info)
     assert [i.reason for i in infos] == [reason], job.error
     assert job.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+
+
+async def test_job_files_are_removed_when_the_attempt_ends(
+    make_stack: StackFactory, files: tuple[str, type[_Files]], tmp_path: Path
+) -> None:
+    base, handler = files
+    handler.routes["/tone.wav"] = (200, tone_wav())
+    work_dir = tmp_path / "work"
+    work_dir.mkdir()
+    stack = make_stack(DUBBING_WORK_DIR=str(work_dir)).start()
+    async with grpc.aio.insecure_channel(stack.listen) as channel:
+        stub = pb_grpc.DubbingServiceStub(channel)
+        ok, audio = await run_job(stub, request_with(pb.BackgroundAudio(url=f"{base}/tone.wav")))
+        assert ok.state == State.STATE_SUCCEEDED and audio is not None
+        assert list(work_dir.iterdir()) == []  # gone before SUCCEEDED was reported
+        failed, _ = await run_job(stub, request_with(pb.BackgroundAudio(url=f"{base}/nope.wav")))
+        assert failed.state == State.STATE_FAILED
+        assert list(work_dir.iterdir()) == []
+    # Both jobs got as far as fetching their background.
+    assert handler.hits == ["/tone.wav", "/nope.wav"]
