@@ -11,6 +11,7 @@ guessed with sleeps.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -369,9 +370,28 @@ def demo(
         ]
         print("$ " + " ".join(cmd[:1] + cmd[1:]), flush=True)
         code = subprocess.call(cmd)
+        if code == 0:
+            # Show how each line was fitted: the job is the only one on this stack.
+            listing = subprocess.run(
+                [_bin("dubbing"), "--gateway", listen, "list", "--limit", "1", "--json"],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            job_id = _first_job_id(listing.stdout)
+            cmd = [_bin("dubbing"), "--gateway", listen, "get", job_id, "--timing"]
+            print("$ " + " ".join(cmd), flush=True)
+            code = subprocess.call(cmd)
     if code != 0:
         raise typer.Exit(code)
     print(f"dubbed audio written to {output}")
+
+
+def _first_job_id(listing: str) -> str:
+    jobs = json.loads(listing)
+    if isinstance(jobs, dict):
+        jobs = jobs.get("jobs", [])
+    return str(jobs[0]["id"])
 
 
 def main() -> None:
