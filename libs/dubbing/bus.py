@@ -155,6 +155,7 @@ class ResultInfo:
     # report around 200 KB, well inside NATS's default 1 MB payload.
     timing: str = ""
     loudness_lufs: float = 0.0
+    channels: int = 1
 
 
 @dataclass(frozen=True, slots=True)

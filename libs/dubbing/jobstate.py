@@ -137,6 +137,7 @@ def apply_event(job: pb.Job, last_event_seq: int, event: JobEvent) -> Applied | 
                     pb.TimingReport.FromString(base64.b64decode(r.timing)) if r.timing else None
                 ),
                 loudness_lufs=r.loudness_lufs,
+                channels=r.channels,
             )
         )
         new.usage.CopyFrom(

@@ -47,6 +47,7 @@ URLs                                            absolute ``http``/``https`` with
 ``output.sample_rate_hz``                       0 (= 24,000) or 8,000, 16,000, 22,050,
                                                 24,000, 32,000, 44,100, 48,000
 ``output.loudness_lufs``                        0 (= -16) or -36 .. -14
+``output.channels``                             0 (as the background), 1 or 2
 ``background``                                  optional; exactly one of ``url`` (as URLs
                                                 above) or ``asset`` (``assets/`` and 32
                                                 lowercase hex digits)
@@ -376,6 +377,11 @@ def _check_transcript_dubbing(work: pb.TranscriptDubbing, limits: Limits, out: _
         out.add(
             f"{base}.output.loudness_lufs",
             f"must be 0 (-16) or between {MIN_LOUDNESS_LUFS:g} and {MAX_LOUDNESS_LUFS:g} LUFS",
+        )
+    if work.output.channels not in (0, 1, 2):
+        out.add(
+            f"{base}.output.channels",
+            "must be 0 (stereo with a stereo background, else mono), 1 or 2",
         )
     if work.HasField("background"):
         _check_background(work.background, f"{base}.background", out)

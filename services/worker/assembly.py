@@ -297,7 +297,6 @@ class Encoder:
     def __init__(self, proc: asyncio.subprocess.Process, path: Path) -> None:
         self._proc = proc
         self.path = path
-        self.samples = 0
         # Read stderr all along: a chatty ffmpeg must not block on a full pipe.
         self._stderr = asyncio.create_task(self._read_stderr())
 
@@ -309,12 +308,15 @@ class Encoder:
         return tail
 
     @classmethod
-    async def start(cls, path: Path, sample_rate: int, fmt: str, out_sample_rate: int) -> Encoder:
+    async def start(
+        cls, path: Path, sample_rate: int, fmt: str, out_sample_rate: int, *, channels: int = 1
+    ) -> Encoder:
+        """`write` then takes (n,) mono or (n, channels) frames."""
         if sample_rate <= 0 or out_sample_rate <= 0:
             raise ValueError(
                 f"sample rates must be positive, got {sample_rate} -> {out_sample_rate}"
             )
-        args = encode_args("pipe:0", sample_rate, fmt, out_sample_rate, path)
+        args = encode_args("pipe:0", sample_rate, fmt, out_sample_rate, path, channels=channels)
         proc = await asyncio.create_subprocess_exec(
             _ffmpeg(),
             *args,
@@ -328,7 +330,6 @@ class Encoder:
         pcm = np.clip(np.asarray(samples, dtype=np.float32).reshape(-1), -1.0, 1.0)
         assert self._proc.stdin is not None
         self._proc.stdin.write(pcm.astype("<f4").tobytes())
-        self.samples += len(pcm)
         try:
             await self._proc.stdin.drain()
         except (BrokenPipeError, ConnectionResetError):
@@ -361,10 +362,16 @@ class Encoder:
 
 
 def encode_args(
-    source: str, sample_rate: int, fmt: str, out_sample_rate: int, out_path: Path
+    source: str,
+    sample_rate: int,
+    fmt: str,
+    out_sample_rate: int,
+    out_path: Path,
+    *,
+    channels: int = 1,
 ) -> list[str]:
-    """ffmpeg arguments that encode raw mono float32 at `sample_rate` from `source`
-    (a path, or "pipe:0") into `out_path` as the worker does."""
+    """ffmpeg arguments that encode raw float32 at `sample_rate` (`channels`
+    interleaved) from `source` (a path, or "pipe:0") into `out_path` as the worker does."""
     codec_args, _ = _encoder_args(fmt, out_sample_rate)
     return [
         "-hide_banner",
@@ -375,11 +382,11 @@ def encode_args(
         "-ar",
         str(sample_rate),
         "-ac",
-        "1",
+        str(channels),
         "-i",
         source,
         "-ac",
-        "1",
+        str(channels),
         "-map_metadata",
         "-1",
         *codec_args,
@@ -410,10 +417,11 @@ async def encode(track: npt.ArrayLike, sample_rate: int, fmt: str, out_sample_ra
         return await asyncio.to_thread(out.read_bytes)
 
 
-async def decode_to_file(source: Path, dest: Path, sample_rate: int) -> int:
-    """Decode any audio or video file ffmpeg reads to raw mono float32 at `sample_rate`.
+async def decode_to_file(source: Path, dest: Path, sample_rate: int, *, channels: int = 1) -> int:
+    """Decode any audio or video file ffmpeg reads to raw float32 at `sample_rate`,
+    `channels` interleaved (ffmpeg down- or upmixes as needed).
 
-    Returns the number of samples written. ffmpeg reads and writes files itself, so
+    Returns the number of frames written. ffmpeg reads and writes files itself, so
     nothing passes through this process.
     """
     args = [
@@ -424,7 +432,7 @@ async def decode_to_file(source: Path, dest: Path, sample_rate: int) -> int:
         str(source),
         "-vn",
         "-ac",
-        "1",
+        str(channels),
         "-ar",
         str(sample_rate),
         "-map_metadata",
@@ -450,7 +458,7 @@ async def decode_to_file(source: Path, dest: Path, sample_rate: int) -> int:
         raise
     if proc.returncode != 0:
         raise EncodeError(f"ffmpeg exited with status {proc.returncode}", stderr=_tail(stderr))
-    return (await asyncio.to_thread(dest.stat)).st_size // 4
+    return (await asyncio.to_thread(dest.stat)).st_size // (4 * channels)
 
 
 def _decode_args(sample_rate: int | None) -> list[str]:

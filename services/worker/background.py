@@ -90,13 +90,16 @@ class BackgroundFetcher:
         else:
             raise BackgroundRejected("background has no url or asset", reason="BACKGROUND_INVALID")
 
-    async def prepare(self, source: pb.BackgroundAudio, workdir: Path, sample_rate: int) -> PcmFile:
-        """Fetch `source` and decode it to mono float32 at `sample_rate` in `workdir`."""
+    async def prepare(
+        self, source: pb.BackgroundAudio, workdir: Path, sample_rate: int, *, channels: int = 1
+    ) -> PcmFile:
+        """Fetch `source` and decode it to float32 at `sample_rate` in `workdir`, with
+        `channels` channels (ffmpeg down- or upmixes)."""
         fetched = workdir / "background.src"
         await self.fetch(source, fetched)
         pcm_path = workdir / "background.f32"
         try:
-            samples = await decode_to_file(fetched, pcm_path, sample_rate)
+            frames = await decode_to_file(fetched, pcm_path, sample_rate, channels=channels)
         except EncodeError as exc:
             raise BackgroundRejected(
                 f"background is not audio ffmpeg can read: {exc.stderr or exc}",
@@ -104,12 +107,12 @@ class BackgroundFetcher:
             ) from exc
         finally:
             fetched.unlink(missing_ok=True)
-        if samples == 0:
+        if frames == 0:
             raise BackgroundRejected("background has no audio", reason="BACKGROUND_UNREADABLE")
-        if samples > MAX_BACKGROUND_SECONDS * sample_rate:
+        if frames > MAX_BACKGROUND_SECONDS * sample_rate:
             with pcm_path.open("r+b") as f:
-                f.truncate(4 * MAX_BACKGROUND_SECONDS * sample_rate)
-        return PcmFile(pcm_path, sample_rate, create=False)
+                f.truncate(4 * channels * MAX_BACKGROUND_SECONDS * sample_rate)
+        return PcmFile(pcm_path, sample_rate, create=False, channels=channels)
 
     async def _fetch_url(self, url: str, dest: Path) -> None:
         _check_url(url)

@@ -46,26 +46,35 @@ class Loudness:
 class LoudnessMeter:
     """Integrated loudness (BS.1770-4, mono) of everything passed to `add`, in order."""
 
-    def __init__(self, sample_rate: int) -> None:
+    def __init__(self, sample_rate: int, channels: int = 1) -> None:
         if sample_rate <= 0 or (sample_rate * _STEP_SECONDS) % 1:
             raise ValueError(f"sample rate must be a positive multiple of 10 Hz, got {sample_rate}")
+        if channels not in (1, 2):
+            raise ValueError(f"channels must be 1 or 2, got {channels}")
         self.sample_rate = sample_rate
+        self.channels = channels
         filters = pyloudnorm.Meter(sample_rate)._filters.values()
         self._sos = np.vstack(
             [np.concatenate([f.passband_gain * np.asarray(f.b), np.asarray(f.a)]) for f in filters]
         )
-        self._zi = np.zeros((len(self._sos), 2))
+        # Filter state per section and channel (sosfilt along axis 0 of (frames, channels)).
+        self._zi = np.zeros((len(self._sos), 2, channels))
         self._step = round(sample_rate * _STEP_SECONDS)
         # The K-weighting filters ring for a few ms (their slowest pole decays by
         # e^-1 in ~4 ms); after 0.25 s of silence what is left is below 1e-20.
         self._settle = round(sample_rate * 0.25)
         self._steps: list[npt.NDArray[np.float64]] = []  # sum of squares per full 100 ms
         self._partial = np.zeros(0)  # squares of the unfinished 100 ms
-        self.samples = 0
+        self.samples = 0  # frames
         self.peak = 0.0
 
     def add(self, x: npt.ArrayLike) -> None:
-        chunk = np.asarray(x, dtype=np.float64).reshape(-1)
+        """Measure the next frames: shape (n,) for mono, (n, channels) otherwise.
+
+        Left and right (BS.1770's only channels here) weigh 1 each, so their
+        K-weighted energies simply add up.
+        """
+        chunk = np.asarray(x, dtype=np.float64).reshape(-1, self.channels)
         if len(chunk) == 0:
             return
         self.samples += len(chunk)
@@ -74,12 +83,12 @@ class LoudnessMeter:
         if peak == 0.0 and len(chunk) > self._settle:
             # Silence (most of a dub's timeline): filter only until the filters'
             # ringing has died out; after that the output is zero too.
-            head, _ = scipy.signal.sosfilt(self._sos, chunk[: self._settle], zi=self._zi)
+            head, _ = scipy.signal.sosfilt(self._sos, chunk[: self._settle], axis=0, zi=self._zi)
             self._zi = np.zeros_like(self._zi)
-            y = np.concatenate([head, np.zeros(len(chunk) - self._settle)])
+            y = np.concatenate([head, np.zeros((len(chunk) - self._settle, self.channels))])
         else:
-            y, self._zi = scipy.signal.sosfilt(self._sos, chunk, zi=self._zi)
-        squares = np.concatenate([self._partial, np.square(y)])
+            y, self._zi = scipy.signal.sosfilt(self._sos, chunk, axis=0, zi=self._zi)
+        squares = np.concatenate([self._partial, np.square(y).sum(axis=1)])
         full = len(squares) // self._step * self._step
         if full:
             self._steps.append(squares[:full].reshape(-1, self._step).sum(axis=1))
@@ -129,6 +138,8 @@ def limiter_reach(sample_rate: int) -> int:
 def limit(track: Samples, sample_rate: int) -> Samples:
     """Hold peaks under -1 dBFS with a lookahead limiter, leaving the rest untouched.
 
+    `track` is (n,) mono or (n, channels).
+
     The gain each sample needs is min(1, ceiling/|x|). A minimum filter spreads every
     dip over the lookahead on both sides, and a moving average half as wide smooths
     it: at a peak, every value averaged is already at most the gain the peak needs,
@@ -138,14 +149,16 @@ def limit(track: Samples, sample_rate: int) -> Samples:
     Chunked use: output sample i depends on input within `limiter_reach` of i, so a
     chunk processed with that much context on both sides matches the whole-track result.
     """
-    magnitude = np.abs(track)
+    # Stereo is limited linked: one gain for both channels, so the image stays put.
+    magnitude = np.abs(track) if track.ndim == 1 else np.abs(track).max(axis=1)
     if float(magnitude.max(initial=0.0)) <= PEAK_CEILING:
         return track
     needed = np.minimum(1.0, PEAK_CEILING / np.maximum(magnitude, 1e-12)).astype(np.float32)
     width = max(1, round(LIMITER_LOOKAHEAD_SECONDS * sample_rate))
     held = np.asarray(scipy.ndimage.minimum_filter1d(needed, size=2 * width + 1, mode="nearest"))
     smooth = np.asarray(scipy.ndimage.uniform_filter1d(held, size=width, mode="nearest"))
-    limited: Samples = (track * np.minimum(smooth, needed)).astype(np.float32)
+    gain = np.minimum(smooth, needed)
+    limited: Samples = (track * (gain if track.ndim == 1 else gain[:, None])).astype(np.float32)
     return limited
 
 

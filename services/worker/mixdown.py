@@ -45,20 +45,24 @@ _REDO_TOLERANCE_LU = 0.5
 
 
 class PcmFile:
-    """Raw mono float32 samples in a file: appended in order, then read back by range."""
+    """Raw float32 audio in a file (frames of `channels` interleaved samples):
+    appended in order, then read back by frame range."""
 
-    def __init__(self, path: Path, sample_rate: int, *, create: bool = True) -> None:
+    def __init__(
+        self, path: Path, sample_rate: int, *, create: bool = True, channels: int = 1
+    ) -> None:
         self.path = path
         self.sample_rate = sample_rate
+        self.channels = channels
         self._out: BinaryIO | None = path.open("wb") if create else None
-        self.samples = 0 if create else path.stat().st_size // 4
+        self.samples = 0 if create else path.stat().st_size // (4 * channels)  # frames
 
     def append(self, x: npt.ArrayLike) -> None:
         if self._out is None:
             raise ValueError(f"{self.path} is open for reading only")
         data = np.asarray(x, dtype="<f4").reshape(-1)
         self._out.write(data.tobytes())
-        self.samples += len(data)
+        self.samples += len(data) // self.channels
 
     def finish(self) -> None:
         if self._out is not None:
@@ -70,14 +74,24 @@ class PcmFile:
         return self.samples / self.sample_rate
 
     def read(self, start: int, end: int) -> Samples:
-        """Samples [start, end); zeros where the range lies outside the file."""
-        out = np.zeros(max(0, end - start), dtype=np.float32)
+        """Frames [start, end), shape (n,) for mono and (n, channels) otherwise;
+        zeros where the range lies outside the file."""
+        ch = self.channels
+        out = np.zeros((max(0, end - start), ch), dtype=np.float32)
         lo, hi = max(0, start), min(end, self.samples)
         if hi > lo:
-            out[lo - start : hi - start] = np.fromfile(
-                self.path, dtype="<f4", count=hi - lo, offset=4 * lo
-            )
-        return out
+            data = np.fromfile(self.path, dtype="<f4", count=(hi - lo) * ch, offset=4 * ch * lo)
+            out[lo - start : hi - start] = data.reshape(-1, ch)
+        return out[:, 0] if ch == 1 else out
+
+    def is_dual_mono(self) -> bool:
+        """True when every frame has the same value in each channel (e.g. a mono
+        source decoded to stereo): such a track is mono in all but name."""
+        for start in range(0, self.samples, CHUNK):
+            frames = self.read(start, min(self.samples, start + CHUNK))
+            if frames.ndim == 2 and not np.array_equal(frames[:, 0], frames[:, 1]):
+                return False
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,30 +151,49 @@ class Background:
 
 
 class _Mix:
-    """The programme before the final gain: dub (+ background), read by sample range."""
+    """The programme before the final gain: dub (+ background), read by frame range.
 
-    def __init__(self, dub: PcmFile, dub_gain: float, background: Background | None) -> None:
+    The dub is mono; in a stereo programme it sits in the centre (the same in both
+    channels). A background with more channels than the programme is downmixed
+    (their mean), one with fewer is copied to each channel.
+    """
+
+    def __init__(
+        self,
+        dub: PcmFile,
+        dub_gain: float,
+        background: Background | None,
+        channels: int = 1,
+    ) -> None:
         self.dub = dub
         self.dub_gain = dub_gain
         self.background = background
         self.bg_gain = 10 ** (background.gain_db / 20) if background else 0.0
+        self.channels = channels
 
     def read(self, start: int, end: int) -> Samples:
         x = self.dub.read(start, end)
         if self.dub_gain != 1.0:
             x *= self.dub_gain
+        if self.channels > 1:
+            x = np.repeat(x[:, None], self.channels, axis=1)
         bg = self.background
         if bg is not None:
             b = bg.pcm.read(start, end) * self.bg_gain
             if bg.envelope is not None:
-                b *= bg.envelope.gains(start, end - start)
+                gains = bg.envelope.gains(start, end - start)
+                b *= gains if b.ndim == 1 else gains[:, None]
+            if b.ndim == 2 and self.channels == 1:
+                b = b.mean(axis=1)
+            elif b.ndim == 1 and self.channels > 1:
+                b = b[:, None]
             x += b
         return x
 
 
 def _measure(mix: _Mix, chunks: Sequence[int], length: int, gain: float = 1.0) -> LoudnessMeter:
     """Loudness of `chunks` of the mix (indexes of CHUNK-sized pieces), gained and limited."""
-    meter = LoudnessMeter(mix.dub.sample_rate)
+    meter = LoudnessMeter(mix.dub.sample_rate, mix.channels)
     for i in chunks:
         meter.add(_final_chunk(mix, i, length, gain))
     return meter
@@ -191,23 +224,26 @@ async def render(
     fmt: str,
     out_sample_rate: int,
     background: Background | None = None,
+    channels: int = 1,
 ) -> Loudness:
     """Mix, normalise and encode the programme into `out_path`; see the module's passes.
 
-    `dub_meter` has measured everything in `dub`. The programme lasts as long as
-    the longer of `dub` and the background.
+    `dub` is mono and `dub_meter` has measured all of it. The programme has
+    `channels` channels and lasts as long as the longer of `dub` and the background.
     """
     length = max(dub.samples, background.pcm.samples if background else 0)
     n_chunks = max(1, math.ceil(length / CHUNK))
     everything = range(n_chunks)
+    # The same signal in each of n channels measures 10*log10(n) dB louder (BS.1770
+    # adds the channels' energies).
+    dub_lufs = dub_meter.integrated() + 10 * math.log10(channels)
 
     if background is None:
-        mix = _Mix(dub, 1.0, None)
-        before, peak = dub_meter.integrated(), dub_meter.peak
+        mix = _Mix(dub, 1.0, None, channels)
+        before, peak = dub_lufs, dub_meter.peak
     else:
-        dub_lufs = dub_meter.integrated()
         dub_gain = 10 ** ((target_lufs - dub_lufs) / 20) if math.isfinite(dub_lufs) else 1.0
-        mix = _Mix(dub, dub_gain, background)
+        mix = _Mix(dub, dub_gain, background, channels)
         meter = await asyncio.to_thread(_measure_raw, mix, everything, length)
         before, peak = meter.integrated(), meter.peak
 
@@ -232,7 +268,7 @@ async def render(
 
 def _measure_raw(mix: _Mix, chunks: Sequence[int], length: int) -> LoudnessMeter:
     """Loudness of the mix as it is, no gain, no limiter."""
-    meter = LoudnessMeter(mix.dub.sample_rate)
+    meter = LoudnessMeter(mix.dub.sample_rate, mix.channels)
     for i in chunks:
         meter.add(mix.read(i * CHUNK, min(length, (i + 1) * CHUNK)))
     return meter
@@ -275,8 +311,8 @@ async def _encode(
     the encoder (the slowest part) is kept busy.
     """
     rate = mix.dub.sample_rate
-    meter = LoudnessMeter(rate)
-    encoder = await Encoder.start(out_path, rate, fmt, out_sample_rate)
+    meter = LoudnessMeter(rate, mix.channels)
+    encoder = await Encoder.start(out_path, rate, fmt, out_sample_rate, channels=mix.channels)
 
     def produce(i: int) -> Samples:
         chunk = _final_chunk(mix, i, length, gain)
@@ -285,7 +321,7 @@ async def _encode(
 
     try:
         if length == 0:
-            await encoder.write(np.zeros(0, dtype=np.float32))
+            await encoder.write(np.zeros((0, mix.channels), dtype=np.float32))
         else:
             upcoming = asyncio.ensure_future(asyncio.to_thread(produce, 0))
             for i in range(n_chunks):

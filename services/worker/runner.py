@@ -299,6 +299,7 @@ class Worker:
                 sha256=stored.sha256,
                 timing=out.timing,
                 loudness_lufs=out.loudness_lufs,
+                channels=out.channels,
             ),
             generated_audio_seconds=out.generated_audio_seconds,
             characters=out.characters,

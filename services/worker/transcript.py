@@ -55,6 +55,7 @@ class DubbedAudio:
     # base64 of the serialized dubbing.v1.TimingReport, as the bus carries it.
     timing: str
     loudness_lufs: float
+    channels: int = 1
 
 
 def policy_for(options: pb.TimingOptions) -> timing.FitPolicy:
@@ -95,6 +96,18 @@ def timing_report(
             for t in segments
         ],
     )
+
+
+async def _prepare_background(
+    fetcher: BackgroundFetcher,
+    source: pb.BackgroundAudio,
+    workdir: Path,
+    rate: int,
+    channels: int,
+) -> tuple[PcmFile, bool]:
+    """The decoded background, and whether it is mono in all but name."""
+    pcm = await fetcher.prepare(source, workdir, rate, channels=channels)
+    return pcm, channels == 1 or await asyncio.to_thread(pcm.is_dual_mono)
 
 
 async def dub_transcript(
@@ -145,13 +158,17 @@ async def dub_transcript(
 
     # The background is fetched and decoded (ffmpeg, another core) while the
     # speech is synthesized and fitted.
-    bg_task: asyncio.Task[PcmFile] | None = None
+    bg_task: asyncio.Task[tuple[PcmFile, bool]] | None = None
     if work.HasField("background"):
         if fetcher is None:
             raise BackgroundUnavailable(
                 "this worker cannot fetch background audio", reason="BACKGROUND_UNAVAILABLE"
             )
-        bg_task = asyncio.create_task(fetcher.prepare(work.background, workdir, rate))
+        # Stereo unless the caller asked for mono; channels=0 settles it once decoded.
+        bg_channels = 1 if work.output.channels == 1 else 2
+        bg_task = asyncio.create_task(
+            _prepare_background(fetcher, work.background, workdir, rate, bg_channels)
+        )
 
     dub = PcmFile(workdir / "dub.f32", rate)
     meter = LoudnessMeter(rate)
@@ -177,7 +194,7 @@ async def dub_transcript(
             fitted.append((unit.timings, unit.off))
             first = unit.timings[0]
             speech.append((first.speech_start, first.speech_end))
-        background_pcm = await bg_task if bg_task is not None else None
+        background_pcm, bg_dual_mono = await bg_task if bg_task is not None else (None, True)
         total = max(w.end for w in windows)
         if background_pcm is not None:
             total = max(total, background_pcm.seconds)
@@ -191,6 +208,9 @@ async def dub_transcript(
     dub = PcmFile(dub.path, rate, create=False)
 
     await report("mixing", 0.85)
+    channels = work.output.channels
+    if channels == 0:
+        channels = 1 if bg_dual_mono else 2
     background: mixdown.Background | None = None
     if background_pcm is not None:
         depth = (
@@ -214,6 +234,7 @@ async def dub_transcript(
         fmt=fmt,
         out_sample_rate=rate,
         background=background,
+        channels=channels,
     )
     timings = [t for ts, _ in fitted for t in ts]
     report_pb = timing_report(timings, timing.summarize(fitted), base_speed)
@@ -226,4 +247,5 @@ async def dub_transcript(
         characters=characters,
         timing=base64.b64encode(report_pb.SerializeToString()).decode(),
         loudness_lufs=loudness.after,
+        channels=channels,
     )

@@ -365,6 +365,8 @@ def test_cli_submit_with_a_local_background(cli: CliRunner, stack: Stack, tmp_pa
             "--precise",
             "--loudness",
             "-23",
+            "--channels",
+            "2",
         ],
     )
     assert result.exit_code == 0, result.output
@@ -378,6 +380,7 @@ def test_cli_submit_with_a_local_background(cli: CliRunner, stack: Stack, tmp_pa
     assert work.timing.HasField("use_stitching") and not work.timing.use_stitching
     assert work.timing.use_precise_timing and work.timing.max_stretch_ratio == 1.3
     assert work.output.loudness_lufs == -23.0
+    assert work.output.channels == 2
 
 
 def test_cli_submit_background_url_leaves_unset_fields_unset(cli: CliRunner, stack: Stack) -> None:

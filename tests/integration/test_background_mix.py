@@ -243,3 +243,45 @@ async def test_job_files_are_removed_when_the_attempt_ends(
         assert list(work_dir.iterdir()) == []
     # Both jobs got as far as fetching their background.
     assert handler.hits == ["/tone.wav", "/nope.wav"]
+
+
+def stereo_wav(seconds: float = BG_SECONDS, rate: int = 16_000) -> bytes:
+    """70 Hz on the left, 110 Hz on the right."""
+    t = np.arange(int(seconds * rate)) / rate
+    frames = np.stack([np.sin(2 * np.pi * TONE_HZ * t), np.sin(2 * np.pi * 110.0 * t)], axis=1)
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((0.1 * frames * 32767).astype("<i2").tobytes())
+    return buf.getvalue()
+
+
+async def test_a_stereo_background_gives_a_stereo_result(
+    stub: pb_grpc.DubbingServiceAsyncStub, files: tuple[str, type[_Files]]
+) -> None:
+    base, handler = files
+    handler.routes["/stereo.wav"] = (200, stereo_wav())
+    job = await submit(stub, request_with(pb.BackgroundAudio(url=f"{base}/stereo.wav")))
+    final = (await watch_all(stub, job.id))[-1]
+    assert final.state == State.STATE_SUCCEEDED, final.error
+    assert final.result.channels == 2
+    _, data = await download(stub, job.id)
+    with wave.open(io.BytesIO(data)) as w:
+        assert (w.getnchannels(), w.getframerate()) == (2, RATE)
+        frames = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").reshape(-1, 2) / 32768.0
+    left, right = frames[:, 0], frames[:, 1]
+    # Each tone stays on its own side, clear of speech.
+    assert tone_level(left, RATE, 8.2, 9.0) - tone_level(right, RATE, 8.2, 9.0) > 30
+    # The voice is in the centre: the same in both channels once the tones are filtered out.
+    high = scipy.signal.butter(8, 150, "highpass", fs=RATE, output="sos")
+    spans = speech_spans(final)
+    voice = [
+        float(np.sqrt(np.mean(scipy.signal.sosfilt(high, ch)[int(s * RATE) : int(e * RATE)] ** 2)))
+        for ch in (left, right)
+        for s, e in spans[:1]
+    ]
+    assert 20 * np.log10(voice[0] / voice[1]) == pytest.approx(0.0, abs=0.2)
+    measured = pyloudnorm.Meter(RATE).integrated_loudness(frames)
+    assert abs(measured - (-23.0)) <= 1.0

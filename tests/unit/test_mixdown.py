@@ -442,3 +442,121 @@ async def test_an_hour_long_programme_is_assembled_in_bounded_memory(tmp_path: P
     assert not np.any(minute[: rate // 2])  # before the line
     assert np.any(minute[rate // 2 : rate])
     assert lufs(minute) == pytest.approx(-16.0, abs=0.5)
+
+
+# --- stereo -----------------------------------------------------------------------
+
+
+def read_wav_frames(path: Path) -> tuple[npt.NDArray[np.float64], int]:
+    """(frames, channels) of a 16-bit wav, read without ffmpeg (which would downmix)."""
+    with wave.open(str(path)) as w:
+        assert w.getsampwidth() == 2 and w.getframerate() == SR
+        channels = w.getnchannels()
+        data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    return data.reshape(-1, channels).astype(np.float64) / 32768.0, channels
+
+
+def test_stereo_meter_and_linked_limiter() -> None:
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal((SR * 6, 2)) * np.array([0.1, 0.02])).astype(np.float32)
+    x[SR : 2 * SR] = 0.0
+    meter = LoudnessMeter(SR, 2)
+    for piece in np.array_split(x, 9):
+        meter.add(piece)
+    reference = pyloudnorm.Meter(SR).integrated_loudness(x.astype(np.float64))
+    assert meter.integrated() == pytest.approx(reference, abs=0.01)
+
+    loud = x * 12.0
+    held = loudness.limit(loud, SR)
+    assert float(np.abs(held).max()) <= PEAK_CEILING + 1e-6
+    # One gain for both channels: their ratio is untouched wherever the right one is audible.
+    audible = np.abs(loud[:, 1]) > 1e-3
+    ratio_in = loud[audible, 0] / loud[audible, 1]
+    ratio_out = held[audible, 0] / held[audible, 1]
+    assert np.allclose(ratio_in, ratio_out, rtol=1e-4)
+
+
+def test_stereo_pcm_file_round_trip_and_dual_mono(tmp_path: Path) -> None:
+    frames = np.stack([sine(1.0, 100.0, 0.3), sine(1.0, 200.0, 0.3)], axis=1)
+    pcm = PcmFile(tmp_path / "s.f32", SR, channels=2)
+    for piece in np.array_split(frames, 5):
+        pcm.append(piece)
+    pcm.finish()
+    back = PcmFile(tmp_path / "s.f32", SR, create=False, channels=2)
+    assert back.samples == SR
+    assert np.array_equal(back.read(-10, SR + 10)[10:-10], frames)
+    assert not back.read(-10, 0).any() and back.read(-10, 0).shape == (10, 2)
+    assert not back.is_dual_mono()
+    twin = PcmFile(tmp_path / "d.f32", SR, channels=2)
+    twin.append(np.repeat(frames[:, :1], 2, axis=1))
+    twin.finish()
+    assert PcmFile(tmp_path / "d.f32", SR, create=False, channels=2).is_dual_mono()
+
+
+async def render_stereo(
+    tmp: Path, channels: int, background: npt.NDArray[np.float32] | None
+) -> tuple[npt.NDArray[np.float64], int, loudness.Loudness]:
+    dub_pcm, meter = pcm_file(tmp / "dub.f32", bursts(DUB_SECONDS, SPEECH))
+    bg = None
+    if background is not None:
+        pcm = PcmFile(tmp / "bg.f32", SR, channels=background.shape[1])
+        pcm.append(background)
+        pcm.finish()
+        bg_pcm = PcmFile(tmp / "bg.f32", SR, create=False, channels=background.shape[1])
+        bg = Background(bg_pcm, 0.0, DuckingEnvelope(SPEECH, Ducking(), SR))
+    out = tmp / "out.wav"
+    result = await mixdown.render(
+        dub_pcm,
+        meter,
+        target_lufs=-16.0,
+        out_path=out,
+        fmt="wav",
+        out_sample_rate=SR,
+        background=bg,
+        channels=channels,
+    )
+    frames, n = read_wav_frames(out)
+    return frames, n, result
+
+
+async def test_stereo_background_keeps_its_image_with_the_dub_in_the_centre(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mixdown, "CHUNK", SMALL_CHUNK)
+    left, right = sine(BG_SECONDS, 3000.0, 0.05), sine(BG_SECONDS, 5000.0, 0.05)
+    frames, n, result = await render_stereo(tmp_path, 2, np.stack([left, right], axis=1))
+    assert n == 2 and len(frames) == round(BG_SECONDS * SR)
+    l_ch, r_ch = frames[:, 0].astype(np.float32), frames[:, 1].astype(np.float32)
+
+    def level(x: Samples, freq: float) -> float:
+        return db(region_rms(band(x, freq - 200, freq + 200), FAR) + 1e-9)
+
+    # Each tone stays on its side: at least 40 dB down on the other.
+    assert level(l_ch, 3000.0) - level(r_ch, 3000.0) > 40
+    assert level(r_ch, 5000.0) - level(l_ch, 5000.0) > 40
+    # The speech sits in the centre: the same level in both channels.
+    speech_l = region_rms(band(l_ch, None, 1000.0), IN_SPEECH)
+    speech_r = region_rms(band(r_ch, None, 1000.0), IN_SPEECH)
+    assert db(speech_l) == pytest.approx(db(speech_r), abs=0.1)
+    measured = pyloudnorm.Meter(SR).integrated_loudness(frames)
+    assert measured == pytest.approx(-16.0, abs=1.0)
+    assert result.after == pytest.approx(measured, abs=0.3)
+    assert float(np.abs(frames).max()) <= PEAK_CEILING + PCM16_STEP
+
+
+async def test_mono_output_downmixes_a_stereo_background(tmp_path: Path) -> None:
+    left, right = sine(BG_SECONDS, 3000.0, 0.05), sine(BG_SECONDS, 5000.0, 0.05)
+    frames, n, _ = await render_stereo(tmp_path, 1, np.stack([left, right], axis=1))
+    assert n == 1
+    mono = frames[:, 0].astype(np.float32)
+    both = [db(region_rms(band(mono, f - 200, f + 200), FAR)) for f in (3000.0, 5000.0)]
+    assert both[0] == pytest.approx(both[1], abs=0.5)  # both sides, equally
+    assert lufs(mono) == pytest.approx(-16.0, abs=1.0)
+
+
+async def test_stereo_without_background_is_the_dub_in_both_channels(tmp_path: Path) -> None:
+    frames, n, result = await render_stereo(tmp_path, 2, None)
+    assert n == 2 and np.array_equal(frames[:, 0], frames[:, 1])
+    measured = pyloudnorm.Meter(SR).integrated_loudness(frames)
+    assert measured == pytest.approx(-16.0, abs=1.0)
+    assert result.after == pytest.approx(measured, abs=0.3)

@@ -457,6 +457,15 @@ def test_loudness_target_invalid(lufs: float) -> None:
     assert fields(req) == ["request.transcript.output.loudness_lufs"]
 
 
+@pytest.mark.parametrize(
+    ("channels", "ok"), [(0, True), (1, True), (2, True), (3, False), (-1, False)]
+)
+def test_output_channels(channels: int, ok: bool) -> None:
+    req = transcript_request()
+    req.transcript.output.channels = channels
+    assert fields(req) == ([] if ok else ["request.transcript.output.channels"])
+
+
 def test_unknown_output_format() -> None:
     req = transcript_request()
     req.transcript.output.format = 42  # type: ignore[assignment]

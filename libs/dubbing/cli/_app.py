@@ -323,6 +323,15 @@ def submit(
             show_default="-16",
         ),
     ] = None,
+    channels: Annotated[
+        int,
+        typer.Option(
+            "--channels",
+            min=0,
+            max=2,
+            help="1 mono, 2 stereo; 0: stereo when the background is stereo.",
+        ),
+    ] = 0,
 ) -> None:
     """Submit a transcript for dubbing. Prints the job id first, on its own line.
 
@@ -363,7 +372,7 @@ def submit(
                 voice_id=voice_id,
             )
         )
-    if audio_format is not None or sample_rate or loudness is not None:
+    if audio_format is not None or sample_rate or loudness is not None or channels:
         work.output.CopyFrom(
             pb.OutputOptions(
                 format=FORMAT_BY_NAME[audio_format.value]
@@ -371,6 +380,7 @@ def submit(
                 else pb.AUDIO_FORMAT_UNSPECIFIED,
                 sample_rate_hz=sample_rate,
                 loudness_lufs=loudness or 0.0,
+                channels=channels,
             )
         )
     if max_stretch is not None or stitching is not None or precise:

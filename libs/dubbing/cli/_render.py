@@ -66,6 +66,7 @@ def result_lines(job: pb.Job) -> list[str]:
     r = job.result
     length = seconds(r.duration)
     rate = f", {r.sample_rate_hz} Hz" if r.sample_rate_hz else ""
+    rate += ", stereo" if r.channels == 2 else ""
     return [
         f"job {job.id} SUCCEEDED",
         f"  duration  {length:.2f} s",
@@ -193,7 +194,11 @@ def job_lines(job: pb.Job) -> list[str]:
         r = job.result
         rows += [
             ("duration", f"{seconds(r.duration):.2f} s"),
-            ("format", f"{format_name(r.format)}, {r.sample_rate_hz} Hz"),
+            (
+                "format",
+                f"{format_name(r.format)}, {r.sample_rate_hz} Hz"
+                + (", stereo" if r.channels == 2 else ""),
+            ),
             ("size", human_bytes(r.size_bytes)),
             ("sha256", r.sha256),
             ("artifact", r.artifact),

@@ -343,6 +343,7 @@ class OutputOptions(_message.Message):
     FORMAT_FIELD_NUMBER: _builtins.int
     SAMPLE_RATE_HZ_FIELD_NUMBER: _builtins.int
     LOUDNESS_LUFS_FIELD_NUMBER: _builtins.int
+    CHANNELS_FIELD_NUMBER: _builtins.int
     format: Global___AudioFormat.ValueType
     """Unspecified means WAV."""
     sample_rate_hz: _builtins.int
@@ -351,16 +352,21 @@ class OutputOptions(_message.Message):
     """Integrated loudness target in LUFS (ITU-R BS.1770); 0 means -16 (streaming,
     podcasts); -23 is EBU R128 broadcast. Between -36 and -14.
     """
+    channels: _builtins.int
+    """1: mono; 2: stereo, the speech in the centre and a stereo background kept as
+    it is. 0: stereo when the background track is stereo, otherwise mono.
+    """
     def __init__(
         self,
         *,
         format: Global___AudioFormat.ValueType = ...,
         sample_rate_hz: _builtins.int = ...,
         loudness_lufs: _builtins.float = ...,
+        channels: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "loudness_lufs", b"loudness_lufs", "sample_rate_hz", b"sample_rate_hz"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channels", b"channels", "format", b"format", "loudness_lufs", b"loudness_lufs", "sample_rate_hz", b"sample_rate_hz"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -797,6 +803,7 @@ class DubResult(_message.Message):
     SHA256_FIELD_NUMBER: _builtins.int
     TIMING_FIELD_NUMBER: _builtins.int
     LOUDNESS_LUFS_FIELD_NUMBER: _builtins.int
+    CHANNELS_FIELD_NUMBER: _builtins.int
     artifact: _builtins.str
     """Opaque reference to the stored artifact; fetch it with DownloadResult."""
     format: Global___AudioFormat.ValueType
@@ -806,6 +813,8 @@ class DubResult(_message.Message):
     """SHA-256 of the artifact, hex."""
     loudness_lufs: _builtins.float
     """Measured integrated loudness of the result, LUFS."""
+    channels: _builtins.int
+    """1 (mono) or 2 (stereo)."""
     @_builtins.property
     def duration(self) -> _duration_pb2.Duration: ...
     @_builtins.property
@@ -823,10 +832,11 @@ class DubResult(_message.Message):
         sha256: _builtins.str = ...,
         timing: Global___TimingReport | None = ...,
         loudness_lufs: _builtins.float = ...,
+        channels: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration", "timing", b"timing"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "duration", b"duration", "format", b"format", "loudness_lufs", b"loudness_lufs", "sample_rate_hz", b"sample_rate_hz", "sha256", b"sha256", "size_bytes", b"size_bytes", "timing", b"timing"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "channels", b"channels", "duration", b"duration", "format", b"format", "loudness_lufs", b"loudness_lufs", "sample_rate_hz", b"sample_rate_hz", "sha256", b"sha256", "size_bytes", b"size_bytes", "timing", b"timing"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
