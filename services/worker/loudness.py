@@ -57,8 +57,8 @@ class LoudnessMeter:
         self._sos = np.vstack(
             [np.concatenate([f.passband_gain * np.asarray(f.b), np.asarray(f.a)]) for f in filters]
         )
-        # Filter state per section and channel (sosfilt along axis 0 of (frames, channels)).
-        self._zi = np.zeros((len(self._sos), 2, channels))
+        # Filter state per section (and channel: sosfilt along axis 0 of (frames, channels)).
+        self._zi = np.zeros((len(self._sos), 2) if channels == 1 else (len(self._sos), 2, channels))
         self._step = round(sample_rate * _STEP_SECONDS)
         # The K-weighting filters ring for a few ms (their slowest pole decays by
         # e^-1 in ~4 ms); after 0.25 s of silence what is left is below 1e-20.
@@ -74,7 +74,8 @@ class LoudnessMeter:
         Left and right (BS.1770's only channels here) weigh 1 each, so their
         K-weighted energies simply add up.
         """
-        chunk = np.asarray(x, dtype=np.float64).reshape(-1, self.channels)
+        shape = (-1,) if self.channels == 1 else (-1, self.channels)
+        chunk = np.asarray(x, dtype=np.float64).reshape(shape)
         if len(chunk) == 0:
             return
         self.samples += len(chunk)
@@ -85,10 +86,11 @@ class LoudnessMeter:
             # ringing has died out; after that the output is zero too.
             head, _ = scipy.signal.sosfilt(self._sos, chunk[: self._settle], axis=0, zi=self._zi)
             self._zi = np.zeros_like(self._zi)
-            y = np.concatenate([head, np.zeros((len(chunk) - self._settle, self.channels))])
+            y = np.concatenate([head, np.zeros((len(chunk) - self._settle, *head.shape[1:]))])
         else:
             y, self._zi = scipy.signal.sosfilt(self._sos, chunk, axis=0, zi=self._zi)
-        squares = np.concatenate([self._partial, np.square(y).sum(axis=1)])
+        energy = np.square(y) if y.ndim == 1 else np.square(y).sum(axis=1)
+        squares = np.concatenate([self._partial, energy])
         full = len(squares) // self._step * self._step
         if full:
             self._steps.append(squares[:full].reshape(-1, self._step).sum(axis=1))
