@@ -59,6 +59,16 @@ def job_subject(kind: JobKind, provider: str) -> str:
     return f"{JOBS_SUBJECT_PREFIX}.{kind.value}.{provider}"
 
 
+def asset_name(object_id: str) -> str:
+    """The public name of the asset stored as `object_id` in ASSETS_BUCKET."""
+    return ASSET_NAME_PREFIX + object_id
+
+
+def asset_object_id(name: str) -> str:
+    """The object in ASSETS_BUCKET behind the public name ``assets/<id>``."""
+    return name.removeprefix(ASSET_NAME_PREFIX)
+
+
 def worker_consumer_name(kind: JobKind, provider: str) -> str:
     """Durable consumer shared by every worker serving (kind, provider)."""
     return f"workers-{kind.value}-{provider}"

@@ -35,7 +35,6 @@ __all__ = [
     "AssetStore",
     "Received",
     "UploadRejected",
-    "object_name",
     "receive",
 ]
 
@@ -161,11 +160,6 @@ async def receive(
     return Received(filename=filename, size=progress.size, sha256=actual)
 
 
-def object_name(asset: str) -> str:
-    """The object in the assets bucket for the public name ``assets/<id>``."""
-    return asset.removeprefix(bus.ASSET_NAME_PREFIX)
-
-
 class AssetStore:
     """The assets bucket as the gateway uses it. NATS trouble is :class:`BusUnavailable`."""
 
@@ -194,7 +188,7 @@ class AssetStore:
                 f"stored {info.size} bytes of asset {object_id}, received {received.size}"
             )
         return pb.Asset(
-            name=bus.ASSET_NAME_PREFIX + object_id,
+            name=bus.asset_name(object_id),
             filename=received.filename,
             size_bytes=received.size,
             sha256=received.sha256,
@@ -205,7 +199,7 @@ class AssetStore:
     async def exists(self, asset: str) -> bool:
         """Whether the asset named ``assets/<id>`` is stored (and not deleted)."""
         try:
-            await self._store.get_info(object_name(asset))
+            await self._store.get_info(bus.asset_object_id(asset))
         except NotFoundError:  # ObjectNotFoundError is one
             return False
         except nats.errors.Error as exc:

@@ -164,7 +164,7 @@ class BackgroundFetcher:
             raise BackgroundUnavailable(
                 "this worker has no access to uploaded assets", reason="BACKGROUND_UNAVAILABLE"
             )
-        object_name = name.removeprefix(bus.ASSET_NAME_PREFIX)
+        object_name = bus.asset_object_id(name)
         try:
             with dest.open("wb") as out:
                 await self._assets.get(object_name, writeinto=out)  # type: ignore[arg-type]

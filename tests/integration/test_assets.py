@@ -70,7 +70,7 @@ async def stored(nats_url: str, asset: str) -> tuple[bytes, str]:
     nc = await nats.connect(nats_url)
     try:
         store = await nc.jetstream().object_store(bus.ASSETS_BUCKET)
-        result = await store.get(asset.removeprefix(bus.ASSET_NAME_PREFIX))
+        result = await store.get(bus.asset_object_id(asset))
         assert result.data is not None and result.info is not None
         return result.data, result.info.description or ""
     finally:
