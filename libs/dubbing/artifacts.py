@@ -53,6 +53,8 @@ class _QueueWriter(io.RawIOBase):
         self._pending: concurrent.futures.Future[None] | None = None
         self._aborted = threading.Event()
         self.written = 0  # chunks handed over
+        # Set (on the loop) the first time a chunk has to wait for room.
+        self.stalled = asyncio.Event()
 
     def writable(self) -> bool:
         return True
@@ -61,13 +63,18 @@ class _QueueWriter(io.RawIOBase):
         if self._aborted.is_set():
             raise ConnectionAbortedError("the reader went away")
         data = bytes(b)
-        self._pending = asyncio.run_coroutine_threadsafe(self._queue.put(data), self._loop)
+        self._pending = asyncio.run_coroutine_threadsafe(self._put(data), self._loop)
         try:
             self._pending.result()
         except concurrent.futures.CancelledError as exc:
             raise ConnectionAbortedError("the reader went away") from exc
         self.written += 1
         return len(data)
+
+    async def _put(self, data: bytes) -> None:
+        if self._queue.full():
+            self.stalled.set()
+        await self._queue.put(data)
 
     @property
     def aborted(self) -> bool:
@@ -95,6 +102,12 @@ class ArtifactReader:
     def fetched(self) -> int:
         """Chunks fetched from the store so far (consumed or waiting)."""
         return self._writer.written if self._writer else 0
+
+    async def wait_stalled(self) -> None:
+        """Return once the fetch has had to wait for the consumer (for tests)."""
+        if self._writer is None:
+            raise RuntimeError("the reader has not started")
+        await self._writer.stalled.wait()
 
     async def chunks(self) -> AsyncGenerator[bytes, None]:
         """Yield the object's chunks in order; its digest is verified at the end.
