@@ -75,6 +75,8 @@ def timing_report(
         summary=pb.TimingSummary(
             segments=summary.segments,
             share_duration_error_over_300ms=summary.share_off_by_more_than_0_3s,
+            share_shorter_over_300ms=summary.share_shorter_by_more_than_0_3s,
+            share_longer_over_300ms=summary.share_longer_by_more_than_0_3s,
             mean_stretch=summary.mean_stretch,
             max_stretch=summary.max_stretch,
             truncations=summary.truncations,
@@ -178,7 +180,7 @@ async def dub_transcript(
         meter.add(x)
 
     writer = assembly.TrackWriter(rate, sink)
-    fitted: list[tuple[list[timing.SegmentTiming], bool]] = []
+    fitted: list[tuple[list[timing.SegmentTiming], float]] = []
     speech: list[tuple[float, float]] = []
     try:
         async for unit in timing.fit_stream(
@@ -191,7 +193,7 @@ async def dub_transcript(
         ):
             # Off the event loop: the meter filters every sample placed.
             await asyncio.to_thread(writer.add, unit.clip.start, unit.clip.samples)
-            fitted.append((unit.timings, unit.off))
+            fitted.append((unit.timings, unit.deviation))
             first = unit.timings[0]
             speech.append((first.speech_start, first.speech_end))
         background_pcm, bg_dual_mono = await bg_task if bg_task is not None else (None, True)

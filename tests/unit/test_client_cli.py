@@ -956,6 +956,7 @@ def test_cli_shows_the_timing_report(cli: CliRunner, gateway: str, fake: FakeDub
         summary=pb.TimingSummary(
             segments=2,
             share_duration_error_over_300ms=0.5,
+            share_shorter_over_300ms=0.5,
             mean_stretch=1.1,
             max_stretch=1.2,
             truncations=1,
@@ -994,7 +995,10 @@ def test_cli_shows_the_timing_report(cli: CliRunner, gateway: str, fake: FakeDub
 
     shown = cli.invoke(app, [*base, "get", "job-1", "--timing"])
     assert shown.exit_code == 0, shown.output
-    assert "2 segments, 50% off by > 0.3 s, stretch mean 1.10 max 1.20, 1 truncated" in shown.stdout
+    assert (
+        "2 segments, 50% off by > 0.3 s (50% shorter, 0% longer), stretch mean 1.10 max 1.20, "
+        "1 truncated" in shown.stdout
+    )
     assert "start offset <= 4 ms" in shown.stdout
     assert "rate, stretch, truncate" in shown.stdout and "3.00-4.00" in shown.stdout
     plain = cli.invoke(app, [*base, "get", "job-1"])

@@ -228,6 +228,8 @@ async def test_fits_at_normal_speed_gets_no_remedy() -> None:
     assert first == pytest.approx(1.0, abs=0.015)
     assert last - first == pytest.approx(2.0, abs=0.03)
     assert summary.share_off_by_more_than_0_3s == 1.0  # 2 s of speech in a 3 s window
+    assert summary.share_shorter_by_more_than_0_3s == 1.0
+    assert summary.share_longer_by_more_than_0_3s == 0.0
     assert summary.truncations == 0 and summary.max_stretch == 1.0
 
 
@@ -288,11 +290,16 @@ async def test_far_too_long_ends_in_a_reported_truncation() -> None:
 async def test_borrowing_comes_before_stretching_and_precise_timing_forbids_it() -> None:
     windows = [Window(0, 0.0, 2.0, chars(3.6)), Window(1, 3.0, 4.0, chars(0.5), "B")]
     voice = FakeVoice()
-    clips, timings, _ = await run(windows, voice)
+    clips, timings, summary = await run(windows, voice)
     check_audio(windows, clips, timings, FitPolicy(), voice)
     # 3.6 s at 1.5x = 2.4 s: fits by borrowing 0.4 s of the 1 s pause, no stretch.
     assert timings[0].remedies == ("native_rate", "trim_silence", "borrow_silence")
     assert 2.0 < timings[0].speech_end <= 3.0
+    # The borrowed 0.4 s makes the first line longer than its window by over 0.3 s;
+    # the second (0.5 s of speech in 1 s) is shorter by 0.5 s.
+    assert summary.share_longer_by_more_than_0_3s == 0.5
+    assert summary.share_shorter_by_more_than_0_3s == 0.5
+    assert summary.share_off_by_more_than_0_3s == 1.0
 
     precise = FitPolicy(use_precise_timing=True)
     voice = FakeVoice()
@@ -574,7 +581,7 @@ async def test_fit_and_fit_stream_agree() -> None:
     clips, timings, summary = await run(windows, FakeVoice())
     streamed = [f async for f in stream(windows, FakeVoice(), concurrency=1, lookahead=1)]
     assert [t for f in streamed for t in f.timings] == timings
-    assert summarize([(f.timings, f.off) for f in streamed]) == summary
+    assert summarize([(f.timings, f.deviation) for f in streamed]) == summary
     assert [f.clip.start for f in streamed] == [c.start for c in clips]
     for f, clip in zip(streamed, clips, strict=True):
         assert np.array_equal(f.clip.samples, clip.samples)

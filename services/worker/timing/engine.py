@@ -134,8 +134,8 @@ async def _fit_unit(
     min_speed: float,
     max_speed: float,
     policy: FitPolicy,
-) -> tuple[Clip, list[SegmentTiming], bool]:
-    """Returns the clip, the members' timings, and whether the unit is off by > 0.3 s."""
+) -> tuple[Clip, list[SegmentTiming], float]:
+    """Returns the clip, the members' timings, and speech minus window duration (s)."""
     text = " ".join(w.text.strip() for w in unit)
     start, own_end = unit[0].start, unit[-1].end
     s0 = round(start * sample_rate)
@@ -170,7 +170,7 @@ async def _fit_unit(
     else:
         speech_start = start + shaped.speech[0] / sample_rate
         speech_end = start + shaped.speech[1] / sample_rate
-    off = abs((speech_end - speech_start) - (own_end - start)) > 0.3
+    deviation = (speech_end - speech_start) - (own_end - start)
     indexes = [w.index for w in unit]
     timings = [
         SegmentTiming(
@@ -187,7 +187,7 @@ async def _fit_unit(
         )
         for w in unit
     ]
-    return Clip(start=start, samples=shaped.samples), timings, off
+    return Clip(start=start, samples=shaped.samples), timings, deviation
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,15 +196,25 @@ class Fitted:
 
     clip: Clip
     timings: list[SegmentTiming]  # its windows', in order
-    # Speech duration differs from the window's by more than 0.3 s (IWSLT 2023).
-    off: bool
+    # Speech duration minus the (joint) window's, seconds.
+    deviation: float
+
+    @property
+    def off(self) -> bool:
+        """Off by more than 0.3 s, either way (IWSLT 2023 isochrony)."""
+        return abs(self.deviation) > OFF_SECONDS
 
 
-def summarize(fitted: Sequence[tuple[Sequence[SegmentTiming], bool]]) -> TimingSummary:
-    """The summary over utterances given as (timings, off) pairs, in order."""
+# The IWSLT 2023 dubbing track's isochrony threshold.
+OFF_SECONDS = 0.3
+
+
+def summarize(fitted: Sequence[tuple[Sequence[SegmentTiming], float]]) -> TimingSummary:
+    """The summary over utterances given as (timings, deviation) pairs, in order."""
     timings = [t for ts, _ in fitted for t in ts]
     n = len(timings)
-    off = sum(len(ts) for ts, is_off in fitted if is_off)
+    shorter = sum(len(ts) for ts, dev in fitted if dev < -OFF_SECONDS)
+    longer = sum(len(ts) for ts, dev in fitted if dev > OFF_SECONDS)
     honoured = [
         abs(ts[0].speech_start - ts[0].window_start)
         for ts, _ in fitted
@@ -213,7 +223,9 @@ def summarize(fitted: Sequence[tuple[Sequence[SegmentTiming], bool]]) -> TimingS
     stretches = [t.stretch for t in timings]
     return TimingSummary(
         segments=n,
-        share_off_by_more_than_0_3s=off / n if n else 0.0,
+        share_off_by_more_than_0_3s=(shorter + longer) / n if n else 0.0,
+        share_shorter_by_more_than_0_3s=shorter / n if n else 0.0,
+        share_longer_by_more_than_0_3s=longer / n if n else 0.0,
         mean_stretch=float(np.mean(stretches)) if n else 1.0,
         max_stretch=max(stretches, default=1.0),
         truncations=sum(1 for t in timings if "truncate" in t.remedies),
@@ -277,10 +289,10 @@ async def fit_stream(
     async def run(i: int) -> Fitted:
         # Semaphore waiters are served in order, so earlier utterances go first.
         async with slots:
-            clip, timings, off = await _fit_unit(
+            clip, timings, deviation = await _fit_unit(
                 units[i], limits[i], synthesize, sample_rate, min_speed, max_speed, policy
             )
-        return Fitted(clip, timings, off)
+        return Fitted(clip, timings, deviation)
 
     pending: deque[asyncio.Task[Fitted]] = deque()
     next_unit = 0
@@ -325,4 +337,4 @@ async def fit(
     ]
     clips = [f.clip for f in fitted]
     timings = [t for f in fitted for t in f.timings]
-    return clips, timings, summarize([(f.timings, f.off) for f in fitted])
+    return clips, timings, summarize([(f.timings, f.deviation) for f in fitted])

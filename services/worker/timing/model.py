@@ -143,6 +143,10 @@ class TimingSummary:
     # IWSLT 2023 isochrony: share of segments with |speech duration - window duration|
     # > 0.3 s (a stitched utterance is compared with its joint window, for each member).
     share_off_by_more_than_0_3s: float
+    # The same split by direction: speech shorter than its window (a short line,
+    # never slowed down) or longer (it borrowed silence or was truncated).
+    share_shorter_by_more_than_0_3s: float
+    share_longer_by_more_than_0_3s: float
     mean_stretch: float
     max_stretch: float
     truncations: int  # segments whose speech was cut
