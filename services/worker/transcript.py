@@ -112,6 +112,19 @@ async def _prepare_background(
     return pcm, channels == 1 or await asyncio.to_thread(pcm.is_dual_mono)
 
 
+def _under_the_speech(
+    options: pb.BackgroundAudio, pcm: PcmFile, speech: list[tuple[float, float]]
+) -> mixdown.Background:
+    """The background as the job asked for it, ducked where the speech was placed."""
+    depth = options.ducking_db if options.HasField("ducking_db") else mixdown.Ducking().depth_db
+    envelope = (
+        mixdown.DuckingEnvelope(speech, mixdown.Ducking(depth_db=depth), pcm.sample_rate)
+        if depth > 0
+        else None
+    )
+    return mixdown.Background(pcm, options.gain_db, envelope)
+
+
 async def dub_transcript(
     request: pb.DubRequest,
     provider: Provider,
@@ -194,8 +207,8 @@ async def dub_transcript(
             # Off the event loop: the meter filters every sample placed.
             await asyncio.to_thread(writer.add, unit.clip.start, unit.clip.samples)
             fitted.append((unit.timings, unit.deviation))
-            first = unit.timings[0]
-            speech.append((first.speech_start, first.speech_end))
+            # Where the utterance's speech really is (its members share it).
+            speech.append((unit.timings[0].speech_start, unit.timings[0].speech_end))
         background_pcm, bg_dual_mono = await bg_task if bg_task is not None else (None, True)
         total = max(w.end for w in windows)
         if background_pcm is not None:
@@ -213,19 +226,11 @@ async def dub_transcript(
     channels = work.output.channels
     if channels == 0:
         channels = 1 if bg_dual_mono else 2
-    background: mixdown.Background | None = None
-    if background_pcm is not None:
-        depth = (
-            work.background.ducking_db
-            if work.background.HasField("ducking_db")
-            else mixdown.Ducking().depth_db
-        )
-        envelope = (
-            mixdown.DuckingEnvelope(speech, mixdown.Ducking(depth_db=depth), rate)
-            if depth > 0
-            else None
-        )
-        background = mixdown.Background(background_pcm, work.background.gain_db, envelope)
+    background = (
+        _under_the_speech(work.background, background_pcm, speech)
+        if background_pcm is not None
+        else None
+    )
 
     out_path = workdir / f"dub.{assembly.suffix_for(fmt)}"
     loudness = await mixdown.render(
