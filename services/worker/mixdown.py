@@ -2,8 +2,9 @@
 bring the mix to its loudness target, hold its peaks, encode.
 
 Audio waits on disk as raw float32 (`PcmFile`) and moves through in chunks of 2^20
-samples (44 s at 24 kHz), so a three-hour programme needs a few chunks of memory,
-not the programme. The passes:
+frames (44 s at 24 kHz), so a three-hour programme needs a few chunks of memory,
+not the programme. The dub is mono; the programme is mono or stereo, with the
+speech in the centre and a stereo background's image kept. The passes:
 
 1. The caller writes the dub to a PcmFile, measuring it on the way (the fitting
    pass: `worker.transcript`).
