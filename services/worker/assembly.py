@@ -259,12 +259,13 @@ def _tail(stderr: bytes) -> str:
     return stderr.decode("utf-8", "replace").strip()[-_STDERR_TAIL:]
 
 
-async def _run_ffmpeg(args: Sequence[str], stdin: bytes) -> bytes:
-    """Run ffmpeg, feeding stdin while draining stdout and stderr; return stdout."""
+async def _run_ffmpeg(args: Sequence[str], stdin: bytes | None) -> bytes:
+    """Run ffmpeg, feeding stdin (None: nothing, ffmpeg reads files) while draining
+    stdout and stderr; return stdout."""
     proc = await asyncio.create_subprocess_exec(
         _ffmpeg(),
         *args,
-        stdin=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -442,22 +443,7 @@ async def decode_to_file(source: Path, dest: Path, sample_rate: int, *, channels
         "-y",
         str(dest),
     ]
-    proc = await asyncio.create_subprocess_exec(
-        _ffmpeg(),
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        _, stderr = await proc.communicate()
-    except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        raise
-    if proc.returncode != 0:
-        raise EncodeError(f"ffmpeg exited with status {proc.returncode}", stderr=_tail(stderr))
+    await _run_ffmpeg(args, None)
     return (await asyncio.to_thread(dest.stat)).st_size // (4 * channels)
 
 
