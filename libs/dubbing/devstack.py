@@ -388,10 +388,8 @@ def demo(
 
 
 def _first_job_id(listing: str) -> str:
-    jobs = json.loads(listing)
-    if isinstance(jobs, dict):
-        jobs = jobs.get("jobs", [])
-    return str(jobs[0]["id"])
+    """The first job of `dubbing list --json` (a ListJobsResponse)."""
+    return str(json.loads(listing)["jobs"][0]["id"])
 
 
 def main() -> None:

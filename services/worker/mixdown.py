@@ -47,7 +47,8 @@ _REDO_TOLERANCE_LU = 0.5
 
 class PcmFile:
     """Raw float32 audio in a file (frames of `channels` interleaved samples):
-    appended in order, then read back by frame range."""
+    appended in order, then, once `finish`ed, read back by frame range. `create=False`
+    opens a file something else wrote (e.g. ffmpeg)."""
 
     def __init__(
         self, path: Path, sample_rate: int, *, create: bool = True, channels: int = 1

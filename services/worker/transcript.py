@@ -219,8 +219,6 @@ async def dub_transcript(
             bg_task.cancel()
             await asyncio.gather(bg_task, return_exceptions=True)
         dub.finish()
-    # The dub file is complete: reopen it for reading.
-    dub = PcmFile(dub.path, rate, create=False)
 
     await report("mixing", 0.85)
     channels = work.output.channels
