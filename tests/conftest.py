@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from dubbing.devstack import Stack, free_port
+from dubbing.devstack import NATS_READY, NatsServer, Stack, free_port
 from dubbing.v1 import dubbing_pb2_grpc as pb_grpc
 
 # Short timings so redelivery and adverts happen within a test's patience.
@@ -26,6 +26,15 @@ FAST_ENV = {
 
 
 StackFactory = Callable[..., Stack]
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A nats-server of the test's own (random port, store in tmp_path)."""
+    s = NatsServer(tmp_path / "nats")
+    s.start().wait_for(NATS_READY)
+    yield s
+    s.stop()
 
 
 @pytest.fixture

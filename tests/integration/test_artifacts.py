@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import nats
@@ -15,22 +15,14 @@ from nats.js.errors import ObjectNotFoundError
 from nats.js.object_store import ObjectStore
 
 from dubbing import artifacts, jetstream
-from dubbing.devstack import NATS_READY, NatsServer
+from dubbing.devstack import NatsServer
 
 CHUNK = 128 * 1024  # nats-py's object chunk size
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[NatsServer]:
-    s = NatsServer(tmp_path / "nats")
-    s.start().wait_for(NATS_READY)
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-async def nc(server: NatsServer) -> AsyncIterator[NATS]:
-    conn = await nats.connect(server.url)
+async def nc(nats_server: NatsServer) -> AsyncIterator[NATS]:
+    conn = await nats.connect(nats_server.url)
     yield conn
     await conn.close()
 

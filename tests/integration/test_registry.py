@@ -3,29 +3,20 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import nats
 import pytest
 from nats.aio.client import Client as NATS
 
 from dubbing import bus, jetstream
-from dubbing.devstack import NATS_READY, NatsServer
+from dubbing.devstack import NatsServer
 from gateway.registry import WorkerRegistry
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[NatsServer]:
-    s = NatsServer(tmp_path / "nats")
-    s.start().wait_for(NATS_READY)
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-async def nc(server: NatsServer) -> AsyncIterator[NATS]:
-    conn = await nats.connect(server.url)
+async def nc(nats_server: NatsServer) -> AsyncIterator[NATS]:
+    conn = await nats.connect(nats_server.url)
     await jetstream.ensure_topology(conn.jetstream())
     yield conn
     await conn.close()
