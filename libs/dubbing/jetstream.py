@@ -34,6 +34,9 @@ WORKER_ADVERT_TTL_SECONDS = 15.0
 EVENTS_MAX_AGE_SECONDS = 7 * 24 * 3600.0
 CANCELLED_TTL_SECONDS = 7 * 24 * 3600.0
 DUPLICATE_WINDOW_SECONDS = 120.0
+# Lease renewals are worth nothing once a lease has run out; a gateway that was
+# away longer than this finds the leases expired anyway.
+LEASES_MAX_AGE_SECONDS = 300.0
 # How long an uploaded asset is kept when the bucket is first created.
 ASSET_MAX_AGE_SECONDS = 7 * 24 * 3600.0
 
@@ -42,17 +45,44 @@ class BusUnavailable(Exception):
     """NATS could not be reached: at start-up, or by a request that needed it."""
 
 
-async def connect(url: str, *, name: str, connect_timeout: float) -> NATS:
+class Connectivity:
+    """How long the connection to NATS has been up without a break.
+
+    The reconciler judges leases by what it heard on the bus; it trusts that
+    silence only after being connected for a whole lease.
+    """
+
+    def __init__(self) -> None:
+        self._up_since: float | None = None
+
+    def up(self) -> None:
+        self._up_since = time.monotonic()
+
+    def down(self) -> None:
+        self._up_since = None
+
+    def up_for(self) -> float:
+        """Seconds since the connection last came up; 0 while it is down."""
+        return 0.0 if self._up_since is None else time.monotonic() - self._up_since
+
+
+async def connect(
+    url: str, *, name: str, connect_timeout: float, connectivity: Connectivity | None = None
+) -> NATS:
     """Connect, retrying until `connect_timeout`; afterwards nats-py reconnects forever.
 
     The first connection is the one place we give up: a service that cannot reach
     its bus at start-up should say so and exit rather than sit there silently.
+    `connectivity`, when given, follows the connection's ups and downs.
     """
+    watch = connectivity or Connectivity()
 
     async def on_disconnected() -> None:
+        watch.down()
         log.warning("nats_disconnected")
 
     async def on_reconnected() -> None:
+        watch.up()
         log.info("nats_reconnected")
 
     async def on_error(exc: Exception) -> None:
@@ -65,7 +95,7 @@ async def connect(url: str, *, name: str, connect_timeout: float) -> NATS:
         try:
             # nats-py applies max_reconnect_attempts=-1 to the first connect too,
             # retrying forever inside connect(): bound it from outside.
-            return await asyncio.wait_for(
+            nc = await asyncio.wait_for(
                 nats.connect(
                     servers=servers,
                     name=name,
@@ -79,6 +109,8 @@ async def connect(url: str, *, name: str, connect_timeout: float) -> NATS:
                 ),
                 timeout=remaining,
             )
+            watch.up()
+            return nc
         except Exception as exc:  # nats-py raises several unrelated types here
             last = exc
             await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
@@ -104,29 +136,35 @@ async def ensure_topology(
 ) -> None:
     """Declare every stream and bucket. ``asset_max_age_seconds`` applies only when
     this call creates the assets bucket (see :func:`converge_assets_max_age`)."""
-    await _ensure_stream(
-        js,
-        StreamConfig(
-            name=bus.JOBS_STREAM,
-            subjects=[f"{bus.JOBS_SUBJECT_PREFIX}.>"],
-            retention=RetentionPolicy.WORK_QUEUE,
-            storage=StorageType.FILE,
-            num_replicas=replicas,
-            duplicate_window=DUPLICATE_WINDOW_SECONDS,
+    streams = [
+        # (name, subject prefix, retention, max age); max age 0 keeps messages
+        (bus.JOBS_STREAM, bus.JOBS_SUBJECT_PREFIX, RetentionPolicy.WORK_QUEUE, 0.0),
+        (
+            bus.EVENTS_STREAM,
+            bus.EVENTS_SUBJECT_PREFIX,
+            RetentionPolicy.LIMITS,
+            EVENTS_MAX_AGE_SECONDS,
         ),
-    )
-    await _ensure_stream(
-        js,
-        StreamConfig(
-            name=bus.EVENTS_STREAM,
-            subjects=[f"{bus.EVENTS_SUBJECT_PREFIX}.>"],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            num_replicas=replicas,
-            max_age=EVENTS_MAX_AGE_SECONDS,
-            duplicate_window=DUPLICATE_WINDOW_SECONDS,
+        (
+            bus.LEASES_STREAM,
+            bus.LEASES_SUBJECT_PREFIX,
+            RetentionPolicy.WORK_QUEUE,
+            LEASES_MAX_AGE_SECONDS,
         ),
-    )
+    ]
+    for name, prefix, retention, max_age in streams:
+        await _ensure_stream(
+            js,
+            StreamConfig(
+                name=name,
+                subjects=[f"{prefix}.>"],
+                retention=retention,
+                storage=StorageType.FILE,
+                num_replicas=replicas,
+                max_age=max_age or None,
+                duplicate_window=DUPLICATE_WINDOW_SECONDS,
+            ),
+        )
     await workers_kv(js, replicas=replicas)
     await cancelled_kv(js, replicas=replicas)
     await results_store(js, replicas=replicas)
@@ -205,6 +243,18 @@ async def converge_assets_max_age(js: JetStreamContext, max_age_seconds: float) 
     config.max_age = max_age_seconds
     await js.update_stream(config)
     log.info("assets_max_age_changed", before_seconds=current, after_seconds=max_age_seconds)
+
+
+async def caught_up(js: JetStreamContext, stream: str, durable: str) -> bool:
+    """Whether `durable` has acked every message `stream` held when this was called.
+
+    The stream's last sequence is read first, so a True answer covers every
+    message stored before the call, however busy the stream is since.
+    """
+    last = (await js.stream_info(stream)).state.last_seq
+    info = await js.consumer_info(stream, durable)
+    floor = info.ack_floor.stream_seq if info.ack_floor is not None else 0
+    return bool((floor or 0) >= last or (info.num_pending == 0 and info.num_ack_pending == 0))
 
 
 def jetstream(nc: NATS, **kwargs: Any) -> JetStreamContext:

@@ -24,6 +24,14 @@ class CommonSettings(BaseSettings):
     stream_replicas: int = 1
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "info"
+    # The lease of a running job: a run that gives no sign of life for this long
+    # is presumed dead and its job dispatched again (workers renew every third of
+    # it). Also JetStream's ack_wait while a worker claims a message. Set the same
+    # value on gateways and workers.
+    ack_wait_seconds: float = Field(30.0, gt=0)
+    # Attempts before a job fails for good (MAX_DELIVERIES_EXCEEDED); the gateway's
+    # value travels with each message, a worker's only serves older messages.
+    max_deliver: int = Field(5, ge=1)
 
 
 class GatewaySettings(CommonSettings):
@@ -48,10 +56,6 @@ class WorkerSettings(CommonSettings):
     worker_id: str = ""  # empty: hostname-pid
     providers: str = "local"  # comma separated
     concurrency: int = 2
-    # JetStream ack_wait: a job whose worker stops heartbeating is redelivered after this.
-    ack_wait_seconds: float = 30.0
-    # Deliveries before a job fails for good (retries = max_deliver - 1).
-    max_deliver: int = 5
     # Delay before a transiently failed job is retried: base * 2^(attempt-1), capped.
     retry_base_seconds: float = 2.0
     retry_max_seconds: float = 60.0

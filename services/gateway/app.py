@@ -12,6 +12,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from dubbing import jetstream
+from dubbing.jobstate import AttemptPolicy
 from dubbing.logging import get_logger
 from dubbing.process import StartupError
 from dubbing.settings import GatewaySettings
@@ -20,7 +21,9 @@ from dubbing.v1 import dubbing_pb2_grpc as pb_grpc
 from gateway import pagination
 from gateway.assets import AssetStore
 from gateway.events import EventApplier
+from gateway.leases import LeaseApplier
 from gateway.outbox import OutboxRelay
+from gateway.reconciler import Reconciler
 from gateway.registry import WorkerRegistry
 from gateway.servicer import DubbingServicer
 from gateway.store import StoreUnavailable, open_store
@@ -35,17 +38,22 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DubbingService"].full_name
 
 async def run_gateway(settings: GatewaySettings, stop: asyncio.Event) -> None:
     """Serve until `stop` is set, then shut down within ``settings.grace_seconds``."""
+    policy = AttemptPolicy(
+        lease_seconds=settings.ack_wait_seconds, max_attempts=settings.max_deliver
+    )
     try:
         store = await open_store(
-            settings.database_url, connect_timeout=settings.connect_timeout_seconds
+            settings.database_url, connect_timeout=settings.connect_timeout_seconds, policy=policy
         )
     except StoreUnavailable as exc:
         raise StartupError(str(exc)) from exc
+    connectivity = jetstream.Connectivity()
     try:
         nc = await jetstream.connect(
             settings.nats_url,
             name="dubbing-gateway",
             connect_timeout=settings.connect_timeout_seconds,
+            connectivity=connectivity,
         )
     except BaseException:
         await store.close()
@@ -60,7 +68,9 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event) -> None:
     await hub.start(nc)
     registry = WorkerRegistry(nc, js, await jetstream.workers_kv(js))
     relay = OutboxRelay(store, js)
-    applier = EventApplier(store, nc, js, hub)
+    applier = EventApplier(store, js, hub)
+    leases = LeaseApplier(store, nc, js)
+    reconciler = Reconciler(store, js, hub, connectivity)
 
     servicer = DubbingServicer(
         store=store,
@@ -109,6 +119,8 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event) -> None:
     tasks = [
         asyncio.create_task(relay.run(), name="outbox-relay"),
         asyncio.create_task(applier.run(), name="event-applier"),
+        asyncio.create_task(leases.run(), name="lease-applier"),
+        asyncio.create_task(reconciler.run(), name="reconciler"),
         asyncio.create_task(registry.run(), name="worker-registry"),
     ]
     await server.start()

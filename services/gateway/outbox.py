@@ -1,9 +1,13 @@
 """The outbox relay: publishes committed jobs to the work queue.
 
-SubmitDub commits the job and its outbox row in one transaction and only then
-pokes the relay, so a crash between commit and publish loses nothing: the row
-is still pending at the next start. ``Nats-Msg-Id`` (the job id) makes a
-repeated publish within the stream's duplicate window harmless.
+SubmitDub commits the job and its outbox row in one transaction, and so does
+every change that dispatches a new attempt (a retry, a reclaimed lease); the
+store wakes the relay after such a commit. A crash between commit and publish
+loses nothing: the row is still pending at the next start. ``Nats-Msg-Id``
+(job id and attempt) makes a repeated publish within the stream's duplicate
+window harmless, e.g. when two replicas' relays publish the same row. A retry's
+row waits in the outbox until its backoff has passed. The stream sequence each
+message got is recorded, so the reconciler can tell a message the bus lost.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._idle_seconds = idle_seconds
         self._publish_timeout = publish_timeout
-        self._wake = asyncio.Event()
+        self._wake = store.outbox_ready
 
     def poke(self) -> None:
         """Something was committed: publish now rather than at the next idle tick."""
@@ -67,8 +71,9 @@ class OutboxRelay:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._idle_seconds)
 
-    async def _publish(self, rows: list[OutboxRow]) -> list[int]:
-        """Publish the batch with pipelined acks; return the ids that JetStream stored.
+    async def _publish(self, rows: list[OutboxRow]) -> list[tuple[int, int]]:
+        """Publish the batch with pipelined acks; return (row id, stream sequence) of
+        the rows that JetStream stored.
 
         ``publish_async`` sends every message before waiting for any ack, over one
         shared reply subscription: far cheaper per job than a request per message.
@@ -85,10 +90,18 @@ class OutboxRelay:
                 )
                 futures[future] = row.id
         except Exception as exc:  # disconnected or stalled: keep what was sent
-            log.debug("outbox_publish_failed", error=repr(exc))
+            log.warning("outbox_publish_failed", error=repr(exc))
         if not futures:
             return []
         done, pending = await asyncio.wait(futures, timeout=self._publish_timeout)
         for future in pending:
             future.cancel()
-        return [futures[f] for f in done if not f.cancelled() and f.exception() is None]
+        stored: list[tuple[int, int]] = []
+        for future in done:
+            if future.cancelled():
+                continue
+            if (error := future.exception()) is not None:
+                log.warning("outbox_publish_refused", error=repr(error))
+                continue
+            stored.append((futures[future], int(future.result().seq)))
+        return stored

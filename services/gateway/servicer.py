@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import grpc
 import structlog
 from nats.aio.client import Client as NATS
+from nats.js.errors import ObjectNotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
@@ -175,7 +176,7 @@ class DubbingServicer(pb_grpc.DubbingServiceServicer):
                 field_violations=violations,
             )
         provider = req.provider or DEFAULT_PROVIDER
-        kind = bus.JobKind.MEDIA if req.WhichOneof("work") == "media" else bus.JobKind.TRANSCRIPT
+        kind = jobstate.job_kind(req)
         gender = req.transcript.voice.gender if kind is bus.JobKind.TRANSCRIPT else 0
         background = req.transcript.background
         if kind is bus.JobKind.TRANSCRIPT and background.WhichOneof("source") == "asset":
@@ -186,9 +187,7 @@ class DubbingServicer(pb_grpc.DubbingServiceServicer):
         stored_request.CopyFrom(req)
         stored_request.provider = provider
         job = jobstate.new_job(new_job_id(), stored_request, time.time())
-        message = bus.JobMessage(
-            job_id=job.id, kind=kind, provider=provider, request=stored_request.SerializeToString()
-        )
+        message = jobstate.job_message(job, 1, self._store.policy)
         try:
             # Judged on the request as sent: a retry re-sends the same file.
             job, created = await self._store.submit(
@@ -552,15 +551,27 @@ class DubbingServicer(pb_grpc.DubbingServiceServicer):
                         first = False
                     else:
                         yield pb.DownloadResultResponse(chunk=chunk)
-        except Exception as exc:
+        except ObjectNotFoundError:
             if not first:
                 raise
-            log.warning("result_unavailable", error=repr(exc))
+            log.warning("result_not_found", artifact=job.result.artifact)
             await rpc_errors.abort(
                 context,
                 grpc.StatusCode.NOT_FOUND,
                 Reason.RESULT_NOT_FOUND,
                 f"the result of job {job.id} is no longer stored",
+                metadata={"job_id": job.id},
+            )
+        except Exception as exc:
+            if not first:
+                raise
+            # A timeout or a NATS reconnect is not "gone": the client should retry.
+            log.warning("result_unavailable", error=repr(exc))
+            await rpc_errors.abort(
+                context,
+                grpc.StatusCode.UNAVAILABLE,
+                Reason.BUS_UNAVAILABLE,
+                f"the result of job {job.id} cannot be read right now; retry",
                 metadata={"job_id": job.id},
             )
         if first:  # an empty artifact still answers with its metadata

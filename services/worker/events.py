@@ -20,7 +20,7 @@ log = get_logger(__name__)
 
 
 class EventPublisher:
-    """Numbers and publishes the events of one attempt.
+    """Numbers and publishes the events of one run of one attempt.
 
     Events of an attempt are published one at a time, each awaited, so the
     stream holds them in `seq` order; Nats-Msg-Id makes a retried publish a no-op.
@@ -34,12 +34,14 @@ class EventPublisher:
         *,
         job_id: str,
         attempt: int,
+        run_id: str,
         worker_id: str,
         retry_seconds: float = 120.0,
     ) -> None:
         self._js = js
         self.job_id = job_id
         self.attempt = attempt
+        self.run_id = run_id
         self.worker_id = worker_id
         self._seq = 0
         self._retry_seconds = retry_seconds
@@ -50,6 +52,7 @@ class EventPublisher:
         event = bus.JobEvent(
             job_id=self.job_id,
             attempt=self.attempt,
+            run_id=self.run_id,
             seq=self._seq,
             type=type_,
             worker_id=self.worker_id,

@@ -1,28 +1,37 @@
-"""The worker process: claims jobs from JetStream, runs them, reports, acks.
+"""The worker process: claims jobs from JetStream, runs them, reports.
 
-Delivery contract (see ``dubbing.bus``):
+Delivery contract (see ``dubbing.bus`` and ``dubbing.jobstate``):
 
-* Pull consumer with explicit acks. While a job runs, ``in_progress()`` every
-  ack_wait/3 keeps JetStream from redelivering it; a worker that dies simply
-  stops heartbeating and the job goes to another worker as the next attempt.
-* Transient failure: a RETRYING event, then ``nak(delay)`` with exponential
-  backoff, until the delivery count reaches ``max_deliver``; then FAILED + term.
+* Pull consumer with explicit acks. Each message is one attempt, numbered by
+  the gateway. A worker claims it by storing its STARTED event (with a fresh
+  ``run_id``) and then acks it at once. From then on the run lives on its
+  lease, which :class:`worker.leases.LeaseKeeper` renews every third of it; a
+  worker that dies stops renewing and the gateway dispatches the next attempt.
+  Nothing a run does after its claim touches the message, so a late ack or
+  nak from a stalled worker can never remove the message of a live attempt.
+* Transient failure: a RETRYING event saying how long to back off; the gateway
+  dispatches the next attempt after that. At the job's last attempt: FAILED.
 * Permanent failure (bad input the gateway could not see, unsupported option):
-  FAILED with the provider's reason, then ``term()``.
-* The job is acked only after its SUCCEEDED/FAILED event is stored in the
-  events stream, so an ack never outruns the report.
+  FAILED with the provider's reason.
+* A message not yet claimed when the worker stops, or whose claim could not be
+  stored, is nak'ed: the bus redelivers it as the same attempt.
+* A stop notice on the job's cancel subject stops a run: the client cancelled
+  (every run; reported CANCELLED), or the gateway says the run lost its attempt
+  (that run only; it stops without reporting, since nothing it says would count).
 * SIGTERM: stop fetching, give in-flight jobs ``grace_seconds`` to finish, hand
-  the rest back (RETRYING + nak without delay), withdraw the advert, drain.
+  the rest back (RETRYING, no backoff), withdraw the advert, close.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import os
 import socket
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,17 +52,27 @@ from dubbing.v1 import dubbing_pb2 as pb
 from worker import providers as providers_mod
 from worker.background import BackgroundFetcher, BackgroundRejected, BackgroundUnavailable
 from worker.events import EventPublisher
+from worker.leases import LeaseKeeper
 from worker.providers import PermanentProviderError, Provider, TransientProviderError
 from worker.transcript import dub_transcript
 
 log = get_logger(__name__)
 
 
+class _Stop(enum.StrEnum):
+    """Why a run's task is being cancelled."""
+
+    CLIENT = "client"  # CancelJob
+    SUPERSEDED = "superseded"  # the gateway gave its attempt to another run
+    SHUTDOWN = "shutdown"  # SIGTERM, past the grace period
+
+
 @dataclass
 class _InFlight:
     task: asyncio.Task[None]
-    # Why the task is being cancelled: "client" (CancelJob) or "shutdown".
-    cancel_reason: str = ""
+    job_id: str
+    run_id: str
+    stop: _Stop | None = None
     started: float = field(default_factory=time.monotonic)
 
 
@@ -66,7 +85,9 @@ class Worker:
         names = [p.strip() for p in settings.providers.split(",") if p.strip()]
         self.providers = providers or {name: providers_mod.create(name) for name in names}
         self._slots = asyncio.Semaphore(settings.concurrency)
+        # By run id: a worker may hold two runs of one job (a message delivered twice).
         self._inflight: dict[str, _InFlight] = {}
+        self._leases: LeaseKeeper | None = None
         self._stopping = asyncio.Event()
         # Set once the worker is claiming jobs and its advert is stored.
         self.ready = asyncio.Event()
@@ -93,21 +114,31 @@ class Worker:
         self._fetcher = BackgroundFetcher(await jetstream.assets_store(js))
         self._cancelled = await jetstream.cancelled_kv(js)
         self._workers_kv = await jetstream.workers_kv(js)
+        self._leases = leases = LeaseKeeper(
+            js, worker_id=self.worker_id, lease_seconds=s.ack_wait_seconds
+        )
+        renewing = asyncio.create_task(leases.run(), name="lease-keeper")
         cancel_sub = await nc.subscribe(f"{bus.CANCEL_SUBJECT_PREFIX}.*", cb=self._on_cancel)
 
         loops = []
         for name, provider in self.providers.items():
             kind = bus.JobKind.TRANSCRIPT
+            durable = bus.worker_consumer_name(kind, name)
+            config = ConsumerConfig(
+                durable_name=durable,
+                ack_policy=AckPolicy.EXPLICIT,
+                # Only the claim (STARTED stored, then ack) happens under the ack wait.
+                ack_wait=s.ack_wait_seconds,
+                # Unlimited: attempts are counted by the gateway's database, which
+                # a nats-server crash cannot reset; a message is redelivered only
+                # when its claim did not complete, and must then be delivered again.
+                max_deliver=-1,
+                filter_subject=bus.job_subject(kind, name),
+            )
+            # Creates the consumer, or converges one an older version made.
+            await js.add_consumer(bus.JOBS_STREAM, config=config)
             sub = await js.pull_subscribe(
-                bus.job_subject(kind, name),
-                durable=bus.worker_consumer_name(kind, name),
-                stream=bus.JOBS_STREAM,
-                config=ConsumerConfig(
-                    ack_policy=AckPolicy.EXPLICIT,
-                    ack_wait=s.ack_wait_seconds,
-                    max_deliver=s.max_deliver,
-                    filter_subject=bus.job_subject(kind, name),
-                ),
+                bus.job_subject(kind, name), durable=durable, stream=bus.JOBS_STREAM
             )
             loops.append(asyncio.create_task(self._fetch_loop(sub, provider)))
         # Ready means discoverable: the first advert is stored before we say so.
@@ -128,9 +159,10 @@ class Worker:
             loop.cancel()
         await asyncio.gather(*loops, return_exceptions=True)
         await self._drain_in_flight()
-        advert.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await advert
+        for task in (advert, renewing):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self._withdraw_adverts()
         await cancel_sub.unsubscribe()
         for provider in self.providers.values():
@@ -143,10 +175,10 @@ class Worker:
         if not tasks:
             return
         _, pending = await asyncio.wait(tasks, timeout=self.settings.grace_seconds)
-        for job_id, inflight in list(self._inflight.items()):
+        for inflight in list(self._inflight.values()):
             if inflight.task in pending:
-                log.info("handing_back_job", job_id=job_id)
-                inflight.cancel_reason = "shutdown"
+                log.info("handing_back_job", job_id=inflight.job_id, run_id=inflight.run_id)
+                inflight.stop = _Stop.SHUTDOWN
                 inflight.task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
@@ -175,10 +207,19 @@ class Worker:
 
     async def _on_cancel(self, msg: Msg) -> None:
         job_id = bus.job_id_from_subject(msg.subject)
-        inflight = self._inflight.get(job_id)
-        if inflight is not None and not inflight.task.done():
-            log.info("cancelling_job", job_id=job_id)
-            inflight.cancel_reason = "client"
+        try:
+            notice = bus.StopNotice.decode(msg.data)
+        except Exception as exc:
+            log.warning("invalid_stop_notice", job_id=job_id, error=repr(exc))
+            return
+        for inflight in list(self._inflight.values()):
+            if inflight.job_id != job_id or inflight.task.done():
+                continue
+            if notice.run_id and notice.run_id != inflight.run_id:
+                continue
+            stop = _Stop.SUPERSEDED if notice.run_id else _Stop.CLIENT
+            log.info("stopping_run", job_id=job_id, run_id=inflight.run_id, why=stop.value)
+            inflight.stop = stop
             inflight.task.cancel()
 
     async def _is_cancelled(self, job_id: str) -> bool:
@@ -192,78 +233,136 @@ class Worker:
     # -- running one job ---------------------------------------------------------
 
     async def _handle(self, msg: Msg, provider: Provider) -> None:
-        assert self._js is not None
+        assert self._js is not None and self._leases is not None
+        run_id = uuid.uuid4().hex[:16]
+        delivered = msg.metadata.num_delivered
         try:
-            job = bus.JobMessage.decode(msg.subject, msg.headers, msg.data)
+            job = bus.JobMessage.decode(msg.subject, msg.headers, msg.data, num_delivered=delivered)
             request = pb.DubRequest.FromString(job.request)
         except Exception as exc:
-            # Nobody can ever run this message; report if we can name the job.
-            log.error("invalid_job_message", subject=msg.subject, error=repr(exc))
-            job_id = (msg.headers or {}).get(bus.HEADER_JOB_ID)
-            if job_id:
-                await EventPublisher(
-                    self._js,
-                    job_id=job_id,
-                    attempt=msg.metadata.num_delivered,
-                    worker_id=self.worker_id,
-                ).emit(
-                    bus.EventType.FAILED,
-                    error=bus.ErrorDetail("INTERNAL", Reason.INVALID_JOB_MESSAGE, str(exc)),
-                )
-            await msg.term()
+            await self._reject(msg, run_id, exc)
             return
 
-        delivered = msg.metadata.num_delivered
-        attempt = job.attempt_base + delivered
+        attempt = job.attempt
+        max_attempts = job.max_attempts or self.settings.max_deliver
         structlog.contextvars.bind_contextvars(
-            job_id=job.job_id, request_id=request.request_id, attempt=attempt
+            job_id=job.job_id, request_id=request.request_id, attempt=attempt, run_id=run_id
         )
-        if self._stopping.is_set():
-            await msg.nak()
-            return
-        if await self._is_cancelled(job.job_id):
-            log.info("skipping_cancelled_job")
-            await msg.ack()
-            return
+        try:
+            if self._stopping.is_set():
+                await msg.nak()
+                return
+            if await self._is_cancelled(job.job_id):
+                log.info("skipping_cancelled_job")
+                await msg.ack()
+                return
+            publisher = EventPublisher(
+                self._js,
+                job_id=job.job_id,
+                attempt=attempt,
+                run_id=run_id,
+                worker_id=self.worker_id,
+            )
+            current = asyncio.current_task()
+            assert current is not None
+            inflight = self._inflight[run_id] = _InFlight(current, job.job_id, run_id)
+            try:
+                await self._attempt(msg, job, request, provider, publisher, inflight, max_attempts)
+            finally:
+                self._inflight.pop(run_id, None)
+                self._leases.discard(run_id)
+        finally:
+            structlog.contextvars.unbind_contextvars("job_id", "request_id", "attempt", "run_id")
 
-        publisher = EventPublisher(
-            self._js, job_id=job.job_id, attempt=attempt, worker_id=self.worker_id
-        )
-        current = asyncio.current_task()
-        assert current is not None
-        inflight = _InFlight(task=current)
-        self._inflight[job.job_id] = inflight
-        heartbeat = asyncio.create_task(self._heartbeat(msg))
-        log.info("job_started", provider=job.provider, delivered=delivered)
+    async def _reject(self, msg: Msg, run_id: str, exc: Exception) -> None:
+        """A message nobody can ever run: fail its job if it names one, and drop it."""
+        assert self._js is not None
+        log.error("invalid_job_message", subject=msg.subject, error=repr(exc))
+        headers = msg.headers or {}
+        job_id = headers.get(bus.HEADER_JOB_ID)
+        if job_id:
+            attempt = headers.get(bus.HEADER_ATTEMPT, "")
+            await EventPublisher(
+                self._js,
+                job_id=job_id,
+                attempt=int(attempt) if attempt.isdigit() else msg.metadata.num_delivered,
+                run_id=run_id,
+                worker_id=self.worker_id,
+            ).emit(
+                bus.EventType.FAILED,
+                error=bus.ErrorDetail("INTERNAL", Reason.INVALID_JOB_MESSAGE, str(exc)),
+            )
+        await msg.term()
+
+    async def _attempt(
+        self,
+        msg: Msg,
+        job: bus.JobMessage,
+        request: pb.DubRequest,
+        provider: Provider,
+        publisher: EventPublisher,
+        inflight: _InFlight,
+        max_attempts: int,
+    ) -> None:
+        """Claim the message, run the job, report how it ended."""
+        assert self._leases is not None
+        claimed = False
         try:
             await publisher.emit(bus.EventType.STARTED, stage="synthesizing", progress=0.0)
-            await self._run(job, request, provider, publisher, attempt)
-            await msg.ack_sync()
+            claimed = True
+            self._leases.add(bus.RunRef(job.job_id, job.attempt, inflight.run_id))
+            await self._ack(msg)
+            log.info("job_started", provider=job.provider, delivered=msg.metadata.num_delivered)
+            await self._run(job, request, provider, publisher)
             log.info("job_finished", outcome="succeeded")
         except asyncio.CancelledError:
-            heartbeat.cancel()
-            if inflight.cancel_reason == "client":
-                await publisher.emit(bus.EventType.CANCELLED, stage="cancelled")
-                await msg.ack()
+            if inflight.stop is _Stop.CLIENT:
+                if claimed:
+                    await publisher.emit(bus.EventType.CANCELLED, stage="cancelled")
+                else:
+                    await msg.ack()  # the job is cancelled: nobody needs this message
                 log.info("job_finished", outcome="cancelled")
                 return  # the cancellation was ours to handle; nothing above waits on it
-            await publisher.emit(bus.EventType.RETRYING, stage="retrying")
-            await msg.nak()
+            if inflight.stop is _Stop.SUPERSEDED:
+                log.info("job_finished", outcome="superseded")
+                return
+            if claimed:
+                await publisher.emit(bus.EventType.RETRYING, stage="retrying")
+            else:
+                await msg.nak()
             log.info("job_finished", outcome="handed_back")
             raise
-        except (PermanentProviderError, BackgroundRejected) as exc:
-            await self._fail(msg, publisher, "INVALID_ARGUMENT", exc.reason, exc.message)
-        except TransientProviderError as exc:
-            await self._retry_or_fail(msg, publisher, exc.reason, exc.message, exc.retry_after)
-        except BackgroundUnavailable as exc:
-            await self._retry_or_fail(msg, publisher, exc.reason, exc.message, None)
         except Exception as exc:
-            log.exception("job_error")
-            await self._retry_or_fail(msg, publisher, Reason.INTERNAL, repr(exc), None)
-        finally:
-            heartbeat.cancel()
-            self._inflight.pop(job.job_id, None)
-            structlog.contextvars.unbind_contextvars("job_id", "request_id", "attempt")
+            if not claimed:
+                # The claim could not be stored (NATS away for longer than the
+                # publisher retries): the message is still the bus's to redeliver.
+                log.warning("claim_failed", error=repr(exc))
+                await msg.nak(delay=1.0)
+                return
+            await self._report_failure(publisher, exc, max_attempts)
+
+    async def _ack(self, msg: Msg) -> None:
+        """Ack a claimed message, confirmed by the server. A lost ack costs at most a
+        second run of this attempt, which the gateway fences off and stops."""
+        try:
+            await msg.ack_sync(timeout=max(1.0, self.settings.ack_wait_seconds / 3))
+        except Exception as exc:
+            log.warning("claim_ack_failed", error=repr(exc))
+
+    async def _report_failure(
+        self, publisher: EventPublisher, exc: Exception, max_attempts: int
+    ) -> None:
+        if isinstance(exc, (PermanentProviderError, BackgroundRejected)):
+            await self._fail(publisher, "INVALID_ARGUMENT", exc.reason, exc.message)
+        elif isinstance(exc, TransientProviderError):
+            await self._retry_or_fail(
+                publisher, exc.reason, exc.message, exc.retry_after, max_attempts
+            )
+        elif isinstance(exc, BackgroundUnavailable):
+            await self._retry_or_fail(publisher, exc.reason, exc.message, None, max_attempts)
+        else:
+            log.error("job_error", exc_info=exc)
+            await self._retry_or_fail(publisher, Reason.INTERNAL, repr(exc), None, max_attempts)
 
     async def _run(
         self,
@@ -271,7 +370,6 @@ class Worker:
         request: pb.DubRequest,
         provider: Provider,
         publisher: EventPublisher,
-        attempt: int,
     ) -> None:
         assert self._results is not None
         # Everything the job writes (dub track, background, encoded result) lives here
@@ -283,9 +381,8 @@ class Worker:
                 request, provider, publisher.progress, Path(tmp), fetcher=self._fetcher
             )
             await publisher.emit(bus.EventType.PROGRESS, stage="uploading", progress=0.9)
-            stored = await artifacts.put(
-                self._results, bus.result_object_name(job.job_id, attempt), out.path
-            )
+            name = bus.result_object_name(job.job_id, job.attempt, publisher.run_id)
+            stored = await artifacts.put(self._results, name, out.path)
         await publisher.emit(
             bus.EventType.SUCCEEDED,
             stage="done",
@@ -305,51 +402,35 @@ class Worker:
             characters=out.characters,
         )
 
-    async def _fail(
-        self, msg: Msg, publisher: EventPublisher, code: str, reason: str, message: str
-    ) -> None:
+    async def _fail(self, publisher: EventPublisher, code: str, reason: str, message: str) -> None:
         await publisher.emit(
             bus.EventType.FAILED, stage="failed", error=bus.ErrorDetail(code, reason, message)
         )
-        await msg.term()
         log.info("job_finished", outcome="failed", reason=reason)
 
     async def _retry_or_fail(
         self,
-        msg: Msg,
         publisher: EventPublisher,
         reason: str,
         message: str,
         retry_after: float | None,
+        max_attempts: int,
     ) -> None:
-        delivered = msg.metadata.num_delivered
-        if delivered >= self.settings.max_deliver:
+        attempt = publisher.attempt
+        if attempt >= max_attempts:
             await self._fail(
-                msg,
-                publisher,
-                "UNAVAILABLE",
-                reason,
-                f"gave up after {delivered} attempts: {message}",
+                publisher, "UNAVAILABLE", reason, f"gave up after {attempt} attempts: {message}"
             )
             return
         s = self.settings
-        delay = retry_after or min(s.retry_max_seconds, s.retry_base_seconds * 2 ** (delivered - 1))
+        delay = retry_after or min(s.retry_max_seconds, s.retry_base_seconds * 2 ** (attempt - 1))
         await publisher.emit(
             bus.EventType.RETRYING,
             stage="retrying",
             error=bus.ErrorDetail("UNAVAILABLE", reason, message),
+            retry_after=delay,
         )
-        await msg.nak(delay=delay)
         log.info("job_finished", outcome="retrying", reason=reason, delay=delay)
-
-    async def _heartbeat(self, msg: Msg) -> None:
-        interval = self.settings.ack_wait_seconds / 3
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await msg.in_progress()
-            except Exception as exc:  # disconnected: the next tick tries again
-                log.warning("heartbeat_failed", error=repr(exc))
 
     # -- advertising -------------------------------------------------------------
 

@@ -28,12 +28,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from dubbing import jobstate
-from dubbing.bus import EventType, JobEvent, JobKind, JobMessage, ResultInfo
+from dubbing.bus import EventType, JobEvent, JobKind, JobMessage, ResultInfo, RunRef
 from dubbing.v1 import dubbing_pb2 as pb
 from gateway.store import (
     Cursor,
     JobNotFound,
     JobStore,
+    OutboxRow,
     RequestIdReused,
     StoreError,
     StoreUnavailable,
@@ -57,8 +58,8 @@ class Backend:
     raw_url: str  # the same database for a plain SQLAlchemy engine
     schema: str | None = None
 
-    async def open(self) -> JobStore:
-        return await open_store(self.url, connect_timeout=10.0)
+    async def open(self, policy: jobstate.AttemptPolicy | None = None) -> JobStore:
+        return await open_store(self.url, connect_timeout=10.0, policy=policy)
 
     def raw_engine(self) -> AsyncEngine:
         """An engine on the same database (and schema) as the store, for direct SQL."""
@@ -138,14 +139,22 @@ async def submit(
 
 
 def event(
-    job_id: str, attempt: int, seq: int, type_: EventType = EventType.PROGRESS, **kw: object
+    job_id: str,
+    attempt: int,
+    seq: int,
+    type_: EventType = EventType.PROGRESS,
+    *,
+    run_id: str = "",
+    **kw: object,
 ) -> JobEvent:
+    """An event of the run `run_id` ("": a worker from before runs had ids)."""
     return JobEvent(
         job_id=job_id,
         attempt=attempt,
+        run_id=run_id,
         seq=seq,
         type=type_,
-        worker_id=f"worker-{attempt}",
+        worker_id=f"worker-{run_id or attempt}",
         time=time.time(),
         **kw,  # type: ignore[arg-type]
     )
@@ -511,16 +520,166 @@ async def test_outbox_pending_and_mark_published(store: JobStore) -> None:
     rows = await store.pending_outbox(10)
     assert [r.job_id for r in rows] == [j.id for j in submitted]  # oldest first
     assert rows[0].subject == "dubbing.jobs.transcript.local"
-    assert rows[0].headers["Nats-Msg-Id"] == submitted[0].id
+    assert rows[0].headers["Nats-Msg-Id"] == f"{submitted[0].id}:1"
     assert rows[0].headers["Dubbing-Job-Id"] == submitted[0].id
+    assert rows[0].headers["Dubbing-Attempt"] == "1" and rows[0].attempt == 1
     assert pb.DubRequest.FromString(rows[0].payload) == submitted[0].request
     assert [r.job_id for r in await store.pending_outbox(2)] == [j.id for j in submitted[:2]]
 
-    await store.mark_published([rows[0].id, rows[1].id], time.time())
+    await store.mark_published([(rows[0].id, 11), (rows[1].id, 12)], time.time())
     assert [r.id for r in await store.pending_outbox(10)] == [rows[2].id]
     await store.mark_published([], time.time())  # no-op
-    await store.mark_published([rows[2].id], time.time())
+    await store.mark_published([(rows[2].id, 13)], time.time())
     assert await store.pending_outbox(10) == []
+    # Each published attempt is waiting, with where JetStream stored it.
+    waiting = await store.waiting(time.time() + 1, 10)
+    assert [(w.job_id, w.attempt, w.stream_seq) for w in waiting] == [
+        (j.id, 1, seq) for j, seq in zip(submitted, (11, 12, 13), strict=True)
+    ]
+    assert await store.count_waiting(time.time() + 1) == 3
+    assert await store.count_waiting(time.time() - 60) == 0  # none published that long ago
+
+
+# ---------------------------------------------------------------------------
+# Runs, leases and new attempts
+
+
+async def publish_all(store: JobStore) -> list[OutboxRow]:
+    """Mark every pending outbox row published (stream seq = row id), as the relay does."""
+    rows = await store.pending_outbox(1000, now=time.time() + 3600)
+    await store.mark_published([(r.id, r.id) for r in rows], time.time())
+    return rows
+
+
+async def test_first_run_of_an_attempt_claims_it_and_others_are_fenced(store: JobStore) -> None:
+    job, _ = await submit(store)
+    await publish_all(store)
+    started = await store.apply_event(event(job.id, 1, 1, EventType.STARTED, run_id="a"))
+    assert started is not None and started.state == State.STATE_RUNNING
+    # The same message delivered again (e.g. after a nats-server crash): another run.
+    assert await store.apply_event(event(job.id, 1, 1, EventType.STARTED, run_id="b")) is None
+    assert (
+        await store.apply_event(event(job.id, 1, 5, EventType.SUCCEEDED, run_id="b", result=RESULT))
+        is None
+    )
+    # Run a goes on; its seq window is its own.
+    assert await store.apply_event(event(job.id, 1, 2, run_id="a", progress=0.5)) is not None
+    # Run b is told to stop, run a's lease is renewed.
+    stop = await store.renew_leases([RunRef(job.id, 1, "a"), RunRef(job.id, 1, "b")], time.time())
+    assert stop == [RunRef(job.id, 1, "b")]
+
+
+async def test_retrying_dispatches_the_next_attempt_after_its_backoff(store: JobStore) -> None:
+    job, _ = await submit(store)
+    await publish_all(store)
+    await store.apply_event(event(job.id, 1, 1, EventType.STARTED, run_id="a"))
+    store.outbox_ready.clear()
+    before = time.time()
+    retried = await store.apply_event(
+        event(job.id, 1, 2, EventType.RETRYING, run_id="a", retry_after=30.0)
+    )
+    assert retried is not None and retried.state == State.STATE_QUEUED
+    assert store.outbox_ready.is_set()
+    assert await store.pending_outbox(10) == []  # not before its backoff
+    (row,) = await store.pending_outbox(10, now=before + 31)
+    assert (row.job_id, row.attempt) == (job.id, 2)
+    assert row.headers["Nats-Msg-Id"] == f"{job.id}:2"
+    assert row.headers["Dubbing-Attempt"] == "2"
+    assert row.headers["Dubbing-Max-Attempts"] == str(store.policy.max_attempts)
+    assert pb.DubRequest.FromString(row.payload) == job.request
+    # Attempt 1 is over: its late events and its renewals are fenced.
+    assert await store.apply_event(event(job.id, 1, 3, run_id="a", progress=0.9)) is None
+    assert await store.renew_leases([RunRef(job.id, 1, "a")], time.time()) == [
+        RunRef(job.id, 1, "a")
+    ]
+    # Attempt 2's first run claims it.
+    again = await store.apply_event(event(job.id, 2, 1, EventType.STARTED, run_id="c"))
+    assert again is not None and again.attempt == 2 and again.state == State.STATE_RUNNING
+
+
+async def test_retrying_at_the_last_attempt_fails_the_job(backend: Backend) -> None:
+    store = await backend.open(policy=jobstate.AttemptPolicy(max_attempts=1))
+    try:
+        job, _ = await submit(store)
+        await publish_all(store)
+        await store.apply_event(event(job.id, 1, 1, EventType.STARTED, run_id="a"))
+        failed = await store.apply_event(event(job.id, 1, 2, EventType.RETRYING, run_id="a"))
+        assert failed is not None and failed.state == State.STATE_FAILED
+        assert "MAX_DELIVERIES_EXCEEDED" in str(failed.error.details[0].value)
+        assert await store.pending_outbox(10, now=time.time() + 3600) == []
+    finally:
+        await store.close()
+
+
+async def test_leases_expire_and_the_job_is_reclaimed_once(
+    store: JobStore, backend: Backend
+) -> None:
+    job, _ = await submit(store)
+    await publish_all(store)
+    lease = store.policy.lease_seconds
+    # Not claimed yet: no lease, nothing to renew, nothing to stop.
+    assert await store.renew_leases([RunRef(job.id, 1, "a")], time.time()) == []
+    assert await store.expired_leases(time.time() + 10 * lease, 10) == []
+    await store.apply_event(event(job.id, 1, 1, EventType.STARTED, run_id="a"))
+    assert await store.expired_leases(time.time() + lease / 2, 10) == []
+    later = time.time() + lease + 1
+    assert await store.expired_leases(later, 10) == [(job.id, 1)]
+    # A renewal moves the lease on.
+    assert await store.renew_leases([RunRef(job.id, 1, "a")], later - lease / 2) == []
+    assert await store.expired_leases(later, 10) == []
+    assert await store.reclaim(job.id, 1, later) is None  # still live
+    much_later = later + 2 * lease
+
+    # Two replicas reconciling at once: one takes the job back, the other finds nothing to do.
+    replica = await backend.open()
+    try:
+        first, second = await asyncio.gather(
+            store.reclaim(job.id, 1, much_later), replica.reclaim(job.id, 1, much_later)
+        )
+    finally:
+        await replica.close()
+    reclaimed = [j for j in (first, second) if j is not None]
+    assert len(reclaimed) == 1 and reclaimed[0].state == State.STATE_QUEUED
+    assert reclaimed[0].stage == "retrying"
+    rows = await store.pending_outbox(10, now=much_later)
+    assert [(r.job_id, r.attempt) for r in rows] == [(job.id, 2)]
+    assert await store.expired_leases(much_later, 10) == []
+    # The silent run, should it wake, is stopped.
+    assert await store.renew_leases([RunRef(job.id, 1, "a")], much_later) == [
+        RunRef(job.id, 1, "a")
+    ]
+
+
+async def test_reclaim_after_the_last_attempt_fails_with_max_deliveries(backend: Backend) -> None:
+    store = await backend.open(policy=jobstate.AttemptPolicy(lease_seconds=5.0, max_attempts=2))
+    try:
+        job, _ = await submit(store)
+        await store.apply_event(event(job.id, 1, 1, EventType.STARTED, run_id="a"))
+        assert (await store.reclaim(job.id, 1, time.time() + 10)).state == State.STATE_QUEUED  # type: ignore[union-attr]
+        await store.apply_event(event(job.id, 2, 1, EventType.STARTED, run_id="b"))
+        assert await store.reclaim(job.id, 1, time.time() + 20) is None  # not that attempt any more
+        failed = await store.reclaim(job.id, 2, time.time() + 20)
+        assert failed is not None and failed.state == State.STATE_FAILED
+        assert failed.error.code == 14  # UNAVAILABLE
+        assert "MAX_DELIVERIES_EXCEEDED" in str(failed.error.details[0].value)
+        assert not failed.HasField("usage")
+        assert await store.expired_leases(time.time() + 100, 10) == []
+    finally:
+        await store.close()
+
+
+async def test_redispatch_of_a_lost_message_only_while_unclaimed(store: JobStore) -> None:
+    job, _ = await submit(store)
+    other, _ = await submit(store)
+    await publish_all(store)
+    assert await store.redispatch(job.id, 1, time.time())
+    assert not await store.redispatch(job.id, 1, time.time())  # attempt 1 is no longer the newest
+    assert (await store.get(job.id)) == job  # no new version: nothing a client sees changed
+    rows = await store.pending_outbox(10)
+    assert [(r.job_id, r.attempt) for r in rows] == [(job.id, 2)]
+    # A claimed attempt is not lost: its lease tells whether it lives.
+    await store.apply_event(event(other.id, 1, 1, EventType.STARTED, run_id="a"))
+    assert not await store.redispatch(other.id, 1, time.time())
 
 
 # ---------------------------------------------------------------------------

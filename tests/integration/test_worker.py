@@ -91,6 +91,9 @@ def services(tmp_path: Path) -> Iterator[tuple[NatsServer, ManagedProcess]]:
             "DUBBING_DATABASE_URL": f"sqlite:///{tmp_path / 'gateway.db'}",
             "DUBBING_LISTEN": f"127.0.0.1:{free_port()}",
             "DUBBING_WATCH_POLL_SECONDS": "1",
+            # The gateway owns the attempt limit; each message tells the worker.
+            "DUBBING_MAX_DELIVER": "3",
+            "DUBBING_ACK_WAIT_SECONDS": "3",
         }
     )
     gw.start().wait_for(GATEWAY_READY)
@@ -112,7 +115,8 @@ def settings(nats_url: str, **overrides: object) -> WorkerSettings:
         "worker_id": "test-worker",
         "concurrency": 1,
         "ack_wait_seconds": 3.0,
-        "max_deliver": 3,
+        # Not the limit these tests see: the gateway's (3) travels with each message.
+        "max_deliver": 99,
         "retry_base_seconds": 0.05,
         "retry_max_seconds": 0.2,
         "grace_seconds": 0.2,
@@ -179,7 +183,7 @@ async def test_transient_failures_stop_at_max_deliver(env: Env) -> None:
     provider = ScriptedProvider(
         errors=[TransientProviderError("busy", reason="SYSTEM_BUSY", provider="local")] * 5
     )
-    async with running(Worker(settings(env.nats_url, max_deliver=3), {"local": provider})):
+    async with running(Worker(settings(env.nats_url), {"local": provider})):
         job = await submit(env.stub)
         final = (await finish(env.stub, job.id))[-1]
     assert final.state == State.STATE_FAILED

@@ -7,7 +7,7 @@ the store opens. See :mod:`gateway.store.store` for how writes are batched.
 
 from gateway.store.errors import JobNotFound, RequestIdReused, StoreError, StoreUnavailable
 from gateway.store.ids import new_job_id
-from gateway.store.store import Cursor, JobStore, OutboxRow, WriterStats, open_store
+from gateway.store.store import Cursor, JobStore, OutboxRow, Waiting, WriterStats, open_store
 
 __all__ = [
     "Cursor",
@@ -17,6 +17,7 @@ __all__ = [
     "RequestIdReused",
     "StoreError",
     "StoreUnavailable",
+    "Waiting",
     "WriterStats",
     "new_job_id",
     "open_store",

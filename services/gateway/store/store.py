@@ -10,6 +10,12 @@ the database lock. Reads (get, list, history, outbox) use a separate pool of
 autocommit connections; SQLite in WAL mode lets them run beside the writer.
 How each backend runs the (synchronous Core) transaction code: see ``database``.
 
+Beside each job's document the row holds its ``jobstate.Run`` (attempt issued,
+run that claimed it, last event seq, lease): every change goes through a pure
+``jobstate`` function given both, so fencing is decided in one place. A change
+that dispatches a new attempt writes that attempt's outbox row in the same
+transaction.
+
 PostgreSQL allows several gateway replicas on one database: job rows touched by
 a batch are locked with ``SELECT ... FOR UPDATE`` (in id order, so two batches
 cannot deadlock on them), and a batch that fails on a constraint (e.g. another
@@ -35,7 +41,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Row
 
 from dubbing import jobstate
-from dubbing.bus import JobEvent, JobMessage
+from dubbing.bus import JobEvent, JobMessage, RunRef
+from dubbing.jobstate import Applied, AttemptPolicy, Run
 from dubbing.v1 import dubbing_pb2 as pb
 from gateway.store import migrate
 from gateway.store.database import (
@@ -72,9 +79,19 @@ class OutboxRow:
 
     id: int
     job_id: str
+    attempt: int
     subject: str
     headers: dict[str, str]
     payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """A QUEUED job's dispatched attempt that no run has claimed, and where it was stored."""
+
+    job_id: str
+    attempt: int
+    stream_seq: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,9 +133,10 @@ class _Submit(_Op):
     message: JobMessage
 
 
-# Given the current job and its event_seq, the new (job, event_seq) to store, or
-# None for "no change". May raise to fail just this operation (e.g. JobAlreadyFinished).
-_MutateFn = Callable[[pb.Job, int], tuple[pb.Job, int] | None]
+# Given the current job and its run, what to store (a job whose sequence did not
+# change is not a new version), or None for "no change". May raise to fail just
+# this operation (e.g. JobAlreadyFinished).
+_MutateFn = Callable[[pb.Job, Run], Applied | None]
 
 
 @dataclass(eq=False, slots=True)
@@ -127,12 +145,23 @@ class _Mutate(_Op):
     fn: _MutateFn
     # Unknown job: raise JobNotFound (cancel) rather than answer None.
     must_exist: bool
+    policy: AttemptPolicy
+    # Set by the transaction when the change wrote an outbox row.
+    dispatched: bool = False
 
 
 @dataclass(eq=False, slots=True)
 class _MarkPublished(_Op):
-    ids: tuple[int, ...]
+    # (outbox row id, JetStream stream sequence)
+    rows: tuple[tuple[int, int], ...]
     now_ns: int
+
+
+@dataclass(eq=False, slots=True)
+class _RenewLeases(_Op):
+    runs: tuple[RunRef, ...]
+    now: float
+    policy: AttemptPolicy
 
 
 # (operation, its result, or the exception its caller gets)
@@ -148,7 +177,25 @@ _UPDATE_JOB = (
         attempt=sa.bindparam("b_attempt"),
         event_seq=sa.bindparam("b_event_seq"),
         snapshot=sa.bindparam("b_snapshot"),
+        run_id=sa.bindparam("b_run_id"),
+        lease_expires_ns=sa.bindparam("b_lease_expires_ns"),
     )
+)
+# A run's lease, extended only while the row still names that run.
+_RENEW_LEASE = (
+    jobs.update()
+    .where(
+        jobs.c.id == sa.bindparam("b_id"),
+        jobs.c.attempt == sa.bindparam("b_attempt"),
+        jobs.c.run_id == sa.bindparam("b_run_id"),
+        jobs.c.state == int(jobstate.State.STATE_RUNNING),
+    )
+    .values(lease_expires_ns=sa.bindparam("b_lease_expires_ns"))
+)
+_MARK_PUBLISHED = (
+    outbox.update()
+    .where(outbox.c.id == sa.bindparam("b_id"), outbox.c.published_ns.is_(None))
+    .values(published_ns=sa.bindparam("b_now_ns"), stream_seq=sa.bindparam("b_stream_seq"))
 )
 
 
@@ -183,19 +230,33 @@ _OWNERS_OF_REQUEST_IDS: dict[str, sa.Executable] = {
     for backend in _BACKENDS
 }
 # FOR UPDATE renders as nothing on SQLite (see _apply_mutations).
+_RUN_COLUMNS = (jobs.c.attempt, jobs.c.run_id, jobs.c.event_seq, jobs.c.lease_expires_ns)
 _LOCK_JOBS: dict[str, sa.Executable] = {
-    backend: sa.select(jobs.c.id, jobs.c.event_seq, jobs.c.snapshot)
+    backend: sa.select(jobs.c.id, jobs.c.snapshot, *_RUN_COLUMNS)
     .where(_in_list(jobs.c.id, "b_ids", backend))
     .order_by(jobs.c.id)
     .with_for_update()
     for backend in _BACKENDS
 }
-_MARK_PUBLISHED: dict[str, sa.Executable] = {
-    backend: outbox.update()
-    .where(_in_list(outbox.c.id, "b_ids", backend), outbox.c.published_ns.is_(None))
-    .values(published_ns=sa.bindparam("b_now_ns"))
+_RUNS_OF_JOBS: dict[str, sa.Executable] = {
+    backend: sa.select(jobs.c.id, jobs.c.state, *_RUN_COLUMNS).where(
+        _in_list(jobs.c.id, "b_ids", backend)
+    )
     for backend in _BACKENDS
 }
+
+
+def _run(row: Row[Any]) -> Run:
+    return Run(
+        attempt=row.attempt,
+        run_id=row.run_id or "",
+        event_seq=row.event_seq,
+        lease_expires=(row.lease_expires_ns or 0) / 1e9,
+    )
+
+
+def _lease_ns(run: Run) -> int | None:
+    return round(run.lease_expires * 1e9) if run.lease_expires else None
 
 
 class JobStore:
@@ -205,9 +266,12 @@ class JobStore:
     reached, and :class:`StoreError` for other database failures.
     """
 
-    def __init__(self, db: Database, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self, db: Database, *, max_batch: int = MAX_BATCH, policy: AttemptPolicy | None = None
+    ) -> None:
         self._db = db
         self._max_batch = max_batch
+        self.policy = policy or AttemptPolicy()
         self._pending: deque[_Op] = deque()
         self._wakeup = asyncio.Event()
         self._closed = False
@@ -228,7 +292,7 @@ class JobStore:
 
     @property
     def outbox_ready(self) -> asyncio.Event:
-        """Set after every commit that added outbox rows.
+        """Set after every commit that added outbox rows (new jobs, new attempts).
 
         The publisher clears it, drains :meth:`pending_outbox`, then waits on it
         again (with a timeout, so rows left by a crashed process are still found).
@@ -268,24 +332,28 @@ class JobStore:
         """Apply a worker event; returns the changed job, or None when it changes nothing.
 
         None covers an unknown job and every event the state machine ignores
-        (terminal job, stale attempt, duplicate or late seq).
+        (terminal job, stale attempt, another run, duplicate or late seq). A
+        RETRYING event also dispatches the next attempt (its outbox row).
         """
+        policy = self.policy
 
-        def change(job: pb.Job, event_seq: int) -> tuple[pb.Job, int] | None:
-            outcome = jobstate.apply_event(job, event_seq, event)
+        def change(job: pb.Job, run: Run) -> Applied | None:
+            outcome = jobstate.apply_event(job, run, event, now=time.time(), policy=policy)
             if isinstance(outcome, jobstate.Ignored):
                 log.debug(
                     "job_event_ignored",
                     job_id=event.job_id,
-                    why=outcome.why,
+                    why=str(outcome.why),
                     event_type=str(event.type),
                     event_attempt=event.attempt,
+                    event_run=event.run_id,
                     event_seq=event.seq,
-                    job_attempt=job.attempt,
-                    last_event_seq=event_seq,
+                    attempt=run.attempt,
+                    run_id=run.run_id,
+                    last_event_seq=run.event_seq,
                 )
                 return None
-            return outcome.job, outcome.event_seq
+            return outcome
 
         result: pb.Job | None = await self._mutate(event.job_id, change, must_exist=False)
         return result
@@ -296,8 +364,8 @@ class JobStore:
         Raises :class:`JobNotFound`, or ``jobstate.JobAlreadyFinished`` when the job already ended.
         """
 
-        def change(job: pb.Job, event_seq: int) -> tuple[pb.Job, int]:
-            return jobstate.cancel(job, now), event_seq
+        def change(job: pb.Job, run: Run) -> Applied:
+            return jobstate.cancel(job, run, now)
 
         result: pb.Job = await self._mutate(job_id, change, must_exist=True)
         return result
@@ -305,27 +373,87 @@ class JobStore:
     async def fail(
         self, job_id: str, now: float, *, code: str, reason: str, message: str
     ) -> pb.Job | None:
-        """Fail a job on the gateway's own account (e.g. max deliveries reached).
+        """Fail a job on the gateway's own account (e.g. its message cannot be delivered).
 
         Returns the failed job, or None when the job is unknown or already ended.
         `code` is a google.rpc.Code name, `reason` an ErrorInfo reason.
         """
 
-        def change(job: pb.Job, event_seq: int) -> tuple[pb.Job, int] | None:
+        def change(job: pb.Job, run: Run) -> Applied | None:
             if jobstate.is_terminal(job):
                 return None
-            return jobstate.fail(job, now, code=code, reason=reason, message=message), event_seq
+            return jobstate.fail(job, run, now, code=code, reason=reason, message=message)
 
         result: pb.Job | None = await self._mutate(job_id, change, must_exist=False)
         return result
 
-    async def mark_published(self, ids: Sequence[int], now: float) -> None:
-        """Record that these outbox rows reached the bus (they leave :meth:`pending_outbox`)."""
-        if not ids:
+    async def reclaim(self, job_id: str, attempt: int, now: float) -> pb.Job | None:
+        """Take back a RUNNING job whose run's lease expired (``jobstate.reclaim``).
+
+        Only if the job is still on `attempt` with the lease still expired, checked
+        under the row lock: of several replicas reclaiming at once, one does it.
+        Returns the changed job (QUEUED for its next attempt, or FAILED), or None.
+        """
+        policy = self.policy
+
+        def change(job: pb.Job, run: Run) -> Applied | None:
+            if run.attempt != attempt:
+                return None
+            outcome = jobstate.reclaim(job, run, now=now, policy=policy)
+            return None if isinstance(outcome, jobstate.Ignored) else outcome
+
+        result: pb.Job | None = await self._mutate(job_id, change, must_exist=False)
+        return result
+
+    async def redispatch(self, job_id: str, attempt: int, now: float) -> bool:
+        """Dispatch the next attempt of a QUEUED job whose `attempt` message was lost.
+
+        Only if that attempt is still the newest and unclaimed (``jobstate.redispatch``),
+        checked under the row lock. Returns whether a new attempt was dispatched.
+        """
+        dispatched = False
+
+        def change(job: pb.Job, run: Run) -> Applied | None:
+            nonlocal dispatched
+            if run.attempt != attempt:
+                return None
+            outcome = jobstate.redispatch(job, run, now=now)
+            if isinstance(outcome, jobstate.Ignored):
+                return None
+            dispatched = True
+            return outcome
+
+        await self._mutate(job_id, change, must_exist=False)
+        return dispatched
+
+    async def renew_leases(self, runs: Sequence[RunRef], now: float) -> list[RunRef]:
+        """Extend the leases of `runs`; returns those that lost their attempt for good.
+
+        A returned run is superseded (another attempt or run holds the job, or
+        the job ended) and should stop. A run whose first event is not applied
+        yet is neither renewed nor returned: its STARTED will give it a lease.
+        """
+        if not runs:
+            return []
+        op = _RenewLeases(
+            future=asyncio.get_running_loop().create_future(),
+            runs=tuple(runs),
+            now=now,
+            policy=self.policy,
+        )
+        result: list[RunRef] = await self._enqueue(op)
+        return result
+
+    async def mark_published(self, rows: Sequence[tuple[int, int]], now: float) -> None:
+        """Record that these outbox rows, given as (id, stream sequence), reached the bus.
+
+        They leave :meth:`pending_outbox`; the sequence is where JetStream stored them.
+        """
+        if not rows:
             return
         op = _MarkPublished(
             future=asyncio.get_running_loop().create_future(),
-            ids=tuple(ids),
+            rows=tuple(rows),
             now_ns=round(now * 1e9),
         )
         await self._enqueue(op)
@@ -374,13 +502,22 @@ class JobStore:
         rows = await self._read("reading job history", stmt)
         return [pb.Job.FromString(row.snapshot) for row in rows]
 
-    async def pending_outbox(self, limit: int) -> list[OutboxRow]:
-        """Up to `limit` unpublished outbox rows, oldest first."""
+    async def pending_outbox(self, limit: int, now: float | None = None) -> list[OutboxRow]:
+        """Up to `limit` unpublished outbox rows that may go out at `now`, oldest first."""
+        now_ns = time.time_ns() if now is None else round(now * 1e9)
         stmt = (
             sa.select(
-                outbox.c.id, outbox.c.job_id, outbox.c.subject, outbox.c.headers, outbox.c.payload
+                outbox.c.id,
+                outbox.c.job_id,
+                outbox.c.attempt,
+                outbox.c.subject,
+                outbox.c.headers,
+                outbox.c.payload,
             )
-            .where(outbox.c.published_ns.is_(None))
+            .where(
+                outbox.c.published_ns.is_(None),
+                sa.or_(outbox.c.not_before_ns.is_(None), outbox.c.not_before_ns <= now_ns),
+            )
             .order_by(outbox.c.id)
             .limit(limit)
         )
@@ -389,12 +526,56 @@ class JobStore:
             OutboxRow(
                 id=row.id,
                 job_id=row.job_id,
+                attempt=row.attempt,
                 subject=row.subject,
                 headers=json.loads(row.headers),
                 payload=bytes(row.payload),
             )
             for row in rows
         ]
+
+    async def expired_leases(self, now: float, limit: int) -> list[tuple[str, int]]:
+        """Up to `limit` (job id, attempt) of running jobs whose lease ended before `now`."""
+        stmt = (
+            sa.select(jobs.c.id, jobs.c.attempt)
+            .where(
+                jobs.c.lease_expires_ns.isnot(None),
+                jobs.c.lease_expires_ns < round(now * 1e9),
+            )
+            .order_by(jobs.c.lease_expires_ns)
+            .limit(limit)
+        )
+        rows = await self._read("reading expired leases", stmt)
+        return [(row.id, row.attempt) for row in rows]
+
+    def _waiting_query(self, published_before: float) -> sa.Select[Any]:
+        return (
+            sa.select(jobs.c.id, jobs.c.attempt, outbox.c.stream_seq)
+            .select_from(jobs)
+            .join(outbox, sa.and_(outbox.c.job_id == jobs.c.id, outbox.c.attempt == jobs.c.attempt))
+            .where(
+                jobs.c.state == int(jobstate.State.STATE_QUEUED),
+                jobs.c.run_id.is_(None),
+                jobs.c.event_seq == 0,
+                outbox.c.published_ns.isnot(None),
+                outbox.c.published_ns < round(published_before * 1e9),
+            )
+        )
+
+    async def count_waiting(self, published_before: float) -> int:
+        """How many QUEUED jobs wait on an attempt published before `published_before`."""
+        stmt = sa.select(sa.func.count()).select_from(
+            self._waiting_query(published_before).subquery()
+        )
+        rows = await self._read("counting queued jobs", stmt)
+        return int(rows[0][0])
+
+    async def waiting(self, published_before: float, limit: int) -> list[Waiting]:
+        """QUEUED jobs whose newest attempt was published before `published_before`,
+        unclaimed, with where JetStream stored the message (oldest job first)."""
+        stmt = self._waiting_query(published_before).order_by(jobs.c.create_time_ns).limit(limit)
+        rows = await self._read("reading queued jobs", stmt)
+        return [Waiting(row.id, row.attempt, int(row.stream_seq or 0)) for row in rows]
 
     async def ping(self) -> None:
         """Raise :class:`StoreUnavailable` unless the database answers (for health checks)."""
@@ -435,6 +616,7 @@ class JobStore:
             job_id=job_id,
             fn=fn,
             must_exist=must_exist,
+            policy=self.policy,
         )
         return await self._enqueue(op)
 
@@ -530,7 +712,9 @@ class JobStore:
         self._transactions += 1
         self._operations += len(ops)
         if any(
-            isinstance(op, _Submit) and error is None and value[1] for op, value, error in outcomes
+            (isinstance(op, _Submit) and error is None and value[1])
+            or (isinstance(op, _Mutate) and op.dispatched)
+            for op, value, error in outcomes
         ):
             self._outbox_ready.set()
         return outcomes
@@ -553,11 +737,47 @@ def _apply(ops: list[_Op], conn: Connection) -> list[_Outcome]:
     for op in ops:
         if isinstance(op, _MarkPublished):
             conn.execute(
-                _MARK_PUBLISHED[conn.dialect.name],
-                {"b_ids": _list_param(conn, op.ids), "b_now_ns": op.now_ns},
+                _MARK_PUBLISHED,
+                [
+                    {"b_id": row_id, "b_stream_seq": seq, "b_now_ns": op.now_ns}
+                    for row_id, seq in op.rows
+                ],
             )
             outcomes.append((op, None, None))
+        elif isinstance(op, _RenewLeases):
+            outcomes.append((op, _renew_leases(conn, op), None))
     return outcomes
+
+
+def _renew_leases(conn: Connection, op: _RenewLeases) -> list[RunRef]:
+    """Extend the leases `op` names; the runs that lost their attempt for good."""
+    job_ids = sorted({ref.job_id for ref in op.runs})
+    rows = conn.execute(_RUNS_OF_JOBS[conn.dialect.name], {"b_ids": _list_param(conn, job_ids)})
+    current = {row.id: (row.state, _run(row)) for row in rows}
+    renewed: list[dict[str, Any]] = []
+    superseded: list[RunRef] = []
+    for ref in op.runs:
+        found = current.get(ref.job_id)
+        if found is None:
+            continue  # not a job of this database: nothing to fence, nothing to stop
+        outcome = jobstate.renew(found[0], found[1], ref, now=op.now, policy=op.policy)
+        if isinstance(outcome, jobstate.Ignored):
+            if outcome.why in jobstate.SUPERSEDED:
+                superseded.append(ref)
+            continue
+        renewed.append(
+            {
+                "b_id": ref.job_id,
+                "b_attempt": ref.attempt,
+                "b_run_id": ref.run_id,
+                "b_lease_expires_ns": _lease_ns(outcome),
+            }
+        )
+    if renewed:
+        # Conditional on the row still naming the run: a reclaim committed by another
+        # replica since the SELECT wins, and this run hears so at its next renewal.
+        conn.execute(_RENEW_LEASE, renewed)
+    return superseded
 
 
 def _apply_submits(conn: Connection, ops: list[_Submit]) -> list[_Outcome]:
@@ -607,7 +827,7 @@ def _apply_submits(conn: Connection, ops: list[_Submit]) -> list[_Outcome]:
                 op.job.create_time.ToNanoseconds(),
                 op.job.update_time.ToNanoseconds(),
                 op.job.sequence,
-                op.job.attempt,
+                op.message.attempt,
                 0,
                 op.snapshot,
             )
@@ -631,6 +851,8 @@ def _apply_submits(conn: Connection, ops: list[_Submit]) -> list[_Outcome]:
                 json.dumps(op.message.headers(), separators=(",", ":")),
                 op.message.request,
                 now_ns,
+                op.message.attempt,
+                None,
             )
             for op in fresh
         ],
@@ -644,12 +866,14 @@ def _apply_mutations(conn: Connection, ops: list[_Mutate]) -> list[_Outcome]:
     # where the transaction already holds the database's write lock).
     job_ids = sorted({op.job_id for op in ops})
     rows = conn.execute(_LOCK_JOBS[conn.dialect.name], {"b_ids": _list_param(conn, job_ids)})
-    current: dict[str, tuple[pb.Job, int]] = {
-        row.id: (pb.Job.FromString(row.snapshot), row.event_seq) for row in rows
+    current: dict[str, tuple[pb.Job, Run]] = {
+        row.id: (pb.Job.FromString(row.snapshot), _run(row)) for row in rows
     }
-    changed: dict[str, tuple[pb.Job, int, bytes]] = {}
+    changed: dict[str, tuple[pb.Job, Run, bytes]] = {}
     versions: list[tuple[str, int, bytes]] = []
+    dispatches: list[tuple[Any, ...]] = []
     outcomes: list[_Outcome] = []
+    now_ns = time.time_ns()
     # In queue order: several changes to one job in a batch apply one after another.
     for op in ops:
         state = current.get(op.job_id)
@@ -665,12 +889,28 @@ def _apply_mutations(conn: Connection, ops: list[_Mutate]) -> list[_Outcome]:
         if change is None:
             outcomes.append((op, None, None))
             continue
-        job, event_seq = change
+        job, run = change.job, change.run
+        new_version = job.sequence != state[0].sequence
         snapshot = job.SerializeToString()
-        current[op.job_id] = (job, event_seq)
-        changed[op.job_id] = (job, event_seq, snapshot)
-        versions.append((job.id, job.sequence, snapshot))
-        outcomes.append((op, job, None))
+        current[op.job_id] = (job, run)
+        changed[op.job_id] = (job, run, snapshot)
+        if new_version:
+            versions.append((job.id, job.sequence, snapshot))
+        if change.dispatch is not None:
+            message = jobstate.job_message(job, change.dispatch.attempt, op.policy)
+            dispatches.append(
+                (
+                    job.id,
+                    message.subject,
+                    json.dumps(message.headers(), separators=(",", ":")),
+                    message.request,
+                    now_ns,
+                    message.attempt,
+                    round(change.dispatch.not_before * 1e9),
+                )
+            )
+            op.dispatched = True
+        outcomes.append((op, job if new_version else None, None))
     if changed:
         conn.execute(
             _UPDATE_JOB,
@@ -680,14 +920,19 @@ def _apply_mutations(conn: Connection, ops: list[_Mutate]) -> list[_Outcome]:
                     "b_state": int(job.state),
                     "b_update_time_ns": job.update_time.ToNanoseconds(),
                     "b_sequence": job.sequence,
-                    "b_attempt": job.attempt,
-                    "b_event_seq": event_seq,
+                    "b_attempt": run.attempt,
+                    "b_event_seq": run.event_seq,
                     "b_snapshot": snapshot,
+                    "b_run_id": run.run_id or None,
+                    "b_lease_expires_ns": _lease_ns(run),
                 }
-                for job_id, (job, event_seq, snapshot) in changed.items()
+                for job_id, (job, run, snapshot) in changed.items()
             ],
         )
+    if versions:
         _insert_many(conn, job_history, _HISTORY_COLUMNS, versions)
+    if dispatches:
+        _insert_many(conn, outbox, _OUTBOX_COLUMNS, dispatches)
     return outcomes
 
 
@@ -705,7 +950,15 @@ _JOB_COLUMNS = (
     "snapshot",
 )
 _HISTORY_COLUMNS = ("job_id", "sequence", "snapshot")
-_OUTBOX_COLUMNS = ("job_id", "subject", "headers", "payload", "created_ns")
+_OUTBOX_COLUMNS = (
+    "job_id",
+    "subject",
+    "headers",
+    "payload",
+    "created_ns",
+    "attempt",
+    "not_before_ns",
+)
 _insert_sql_cache: dict[tuple[str, str, str, tuple[str, ...]], str] = {}
 
 
@@ -767,7 +1020,9 @@ async def _wait_reachable(db: Database, limit: float) -> None:
             delay = min(delay * 2, 1.0)
 
 
-async def open_store(url: str, *, connect_timeout: float = 10.0) -> JobStore:
+async def open_store(
+    url: str, *, connect_timeout: float = 10.0, policy: AttemptPolicy | None = None
+) -> JobStore:
     """Connect to the database at `url`, migrate it to the current schema, return the store.
 
     `url` is ``sqlite:///PATH`` (the parent directory is created; any
@@ -801,7 +1056,7 @@ async def open_store(url: str, *, connect_timeout: float = 10.0) -> JobStore:
                     f"lost the {db.describe()} while migrating: {one_line(exc)}"
                 ) from exc
             raise StoreError(f"migrating the {db.describe()} failed: {exc}") from exc
-        store = JobStore(db)
+        store = JobStore(db, policy=policy)
     except BaseException:
         await db.dispose()
         raise
