@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo run test lint typecheck proto proto-check buf-lint bench-submit bench-audio clean
+.PHONY: venv demo run test lint typecheck proto proto-check buf-lint bench-submit bench-audio bench-reconcile clean
 
 venv: $(STAMP)
 
@@ -53,6 +53,10 @@ bench-submit: venv
 ## encode-alone floor and a process per segment; peak RSS on 3 hours (~10 minutes).
 bench-audio: venv
 	$(BIN)/python -m bench.audio_bench
+
+## What one reconciler round costs on an idle and on a busy database (~1 minute).
+bench-reconcile: venv
+	$(BIN)/python -m bench.reconcile_bench
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
