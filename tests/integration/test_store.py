@@ -745,6 +745,40 @@ async def test_migrations_idempotent_concurrent_and_match_the_models(backend: Ba
         await raw.dispose()
 
 
+async def test_upgrade_from_0001_gives_running_jobs_a_lease(backend: Backend) -> None:
+    """Jobs RUNNING under workers that never renewed leases get one hour from their
+    last change; queued and finished jobs get none."""
+    from alembic import command
+
+    if backend.name == "sqlite":  # the store would create its directory
+        Path(backend.url.removeprefix("sqlite:///")).parent.mkdir(parents=True)
+    raw = backend.raw_engine()
+    t0_ns = 1_700_000_000 * 10**9
+    try:
+        async with raw.begin() as conn:
+            await conn.run_sync(lambda sync: command.upgrade(migrate.alembic_config(sync), "0001"))
+            for job_id, state in (("running", 2), ("queued", 1), ("done", 3)):
+                await conn.execute(
+                    sa.text(
+                        "INSERT INTO jobs (id, request_hash, state, create_time_ns, "
+                        "update_time_ns, sequence, attempt, event_seq, snapshot) "
+                        "VALUES (:id, 'h', :state, :t, :t, 2, 1, 1, :snap)"
+                    ),
+                    {"id": job_id, "state": state, "t": t0_ns, "snap": b""},
+                )
+        await (await backend.open()).close()
+        async with raw.connect() as conn:
+            rows = await conn.execute(sa.text("SELECT id, lease_expires_ns, run_id FROM jobs"))
+            leases = {r.id: (r.lease_expires_ns, r.run_id) for r in rows}
+    finally:
+        await raw.dispose()
+    assert leases == {
+        "running": (t0_ns + 3600 * 10**9, None),
+        "queued": (None, None),
+        "done": (None, None),
+    }
+
+
 async def test_sqlite_commits_are_durable(tmp_path: Path) -> None:
     def pragmas(conn: sa.Connection) -> tuple[object, object]:
         return (
