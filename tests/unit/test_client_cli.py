@@ -637,7 +637,7 @@ def test_the_example_transcript_is_valid() -> None:
             "segment 2: 'end' (2.5 s) must be after 'start' (3 s)",
         ),
         ([{"start": "1:2:3:4", "end": 2, "text": "a"}], "segment 0: 'start' must be seconds"),
-        ([{"start": 0, "end": 1, "text": ""}], "segment 0: 'text' is empty"),
+        ([{"start": 0, "end": 1, "text": ""}], "segment 0: 'text' must not be empty"),
         ([{"start": -1, "end": 1, "text": "a"}], "segment 0: 'start' must be a finite"),
         ([{"start": 0, "end": "00:01:75", "text": "a"}], "segment 0: 'end' '00:01:75' has"),
         ([{"start": 0, "end": 1, "text": "a"}, "b"], "segment 1: must be an object"),
