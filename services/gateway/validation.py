@@ -19,7 +19,9 @@ What                                            Limit
 ==============================================  =========================================
 Segments per transcript                         1 .. 5,000
 Characters per transcript (sum of ``text``)     500,000 (Unicode code points)
-Characters per segment ``text``                 5,000, and not blank
+Characters per segment ``text``                 5,000; at least one visible character,
+                                                no control characters (tab and line
+                                                breaks aside)
 Segment window                                  0 <= start < end <= 6 h (21,600 s);
                                                 ordered by start, not overlapping
                                                 (a segment may start where the last ends)
@@ -81,7 +83,7 @@ from urllib.parse import urlsplit
 
 from google.protobuf import duration_pb2
 
-from dubbing import bus
+from dubbing import bus, transcripts
 from dubbing.v1 import dubbing_pb2 as pb
 
 if TYPE_CHECKING:
@@ -116,7 +118,6 @@ MAX_VOICE_ID_LENGTH = 256
 MAX_SPEAKER_LENGTH = 128
 MAX_TARGET_ACCENT_LENGTH = 64
 MAX_NUM_SPEAKERS = 32
-MAX_CSV_FPS = 240.0
 MIN_SPEED, MAX_SPEED = 0.5, 2.0
 MIN_PITCH, MAX_PITCH = -12, 12
 MAX_VOLUME = 10.0
@@ -464,8 +465,8 @@ def _check_segments(segments: Iterable[pb.Segment], limits: Limits, out: _Violat
             )
         elif start is not None and end is not None:
             previous = (i, end)
-        if not seg.text.strip():
-            out.add(f"{path}.text", "must not be empty")
+        if (problem := transcripts.text_problem(seg.text)) is not None:
+            out.add(f"{path}.text", problem)
         elif len(seg.text) > limits.max_segment_characters:
             out.add(
                 f"{path}.text",
@@ -545,9 +546,10 @@ def _check_media(media: pb.MediaDubbing, limits: Limits, out: _Violations) -> No
         else:
             _check_url(url, f"{base}.{name}", out, required=manual and name == "csv_url")
     fps = media.csv_fps
-    if not 0.0 <= fps <= MAX_CSV_FPS:
+    if fps != 0 and not transcripts.valid_fps(fps):
         out.add(
-            f"{base}.csv_fps", f"must be 0 (infer) or greater than 0 and at most {MAX_CSV_FPS:g}"
+            f"{base}.csv_fps",
+            f"must be 0 (infer) or a frame rate above 0 and at most {transcripts.MAX_FPS:g}",
         )
     elif fps != 0 and not manual:
         out.add(f"{base}.csv_fps", "is only allowed in manual mode")

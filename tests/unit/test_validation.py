@@ -265,9 +265,26 @@ def test_segment_end_must_be_after_start(end: float) -> None:
     assert fields(with_segments(segment(0, 1), segment(2, end))) == [f"{SEGMENTS}[1].end"]
 
 
-@pytest.mark.parametrize("text", ["", "   ", "\n\t"])
+@pytest.mark.parametrize(
+    "text",
+    ["", "   ", "\n\t", "\u200b", "\t\n\r \u3000", "\ufeff\u2060\u00a0", "\u0301"],
+)
 def test_segment_text_must_not_be_blank(text: str) -> None:
+    # Invisible characters (zero-width space, word joiner, a lone combining accent) would be
+    # dubbed as silence: they are blank too.
     assert fields(with_segments(segment(0, 1, text))) == [f"{SEGMENTS}[0].text"]
+
+
+@pytest.mark.parametrize("text", ["\x00", "Bon\x00jour", "a\x07b", "\x1b[31mrouge", "a\x9fb"])
+def test_segment_text_must_not_hold_control_characters(text: str) -> None:
+    violations = validate_dub_request(with_segments(segment(0, 1, text)), Limits())
+    [(field, description)] = violations
+    assert field == f"{SEGMENTS}[0].text" and "control characters" in description
+
+
+@pytest.mark.parametrize("text", ["Ça va ?", "a\tb\nc\r", "\u200bOui", "…", "42", "♪"])
+def test_segment_text_with_a_visible_character_is_fine(text: str) -> None:
+    assert fields(with_segments(segment(0, 1, text))) == []
 
 
 def test_segment_text_length() -> None:
