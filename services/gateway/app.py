@@ -17,7 +17,7 @@ from dubbing.process import StartupError
 from dubbing.settings import GatewaySettings
 from dubbing.v1 import dubbing_pb2 as pb
 from dubbing.v1 import dubbing_pb2_grpc as pb_grpc
-from gateway import pagination
+from gateway import decoding, pagination
 from gateway.assets import AssetStore
 from gateway.events import EventApplier
 from gateway.outbox import OutboxRelay
@@ -84,6 +84,8 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event) -> None:
         watch_poll_seconds=settings.watch_poll_seconds,
     )
     server = grpc.aio.server(
+        # Undecodable request bytes are INVALID_ARGUMENT with an ErrorInfo (gateway.decoding).
+        interceptors=[decoding.RefuseUndecodable()],
         options=[
             # Long-lived HTTP/2 clients reconnect now and then, so load spreads
             # over gateway replicas behind a Kubernetes Service.
@@ -91,7 +93,7 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event) -> None:
             ("grpc.max_connection_age_grace_ms", 60 * 1000),
             # Room for a transcript file at its limit plus the rest of the request.
             ("grpc.max_receive_message_length", 2 * MAX_FILE_BYTES),
-        ]
+        ],
     )
     pb_grpc.add_DubbingServiceServicer_to_server(servicer, server)
     health_servicer = health_aio.HealthServicer()
