@@ -33,7 +33,7 @@ from gateway.store import (
     StoreUnavailable,
     new_job_id,
 )
-from gateway.validation import Limits, request_hash, validate_submit_request
+from gateway.validation import Limits, job_id_problem, request_hash, validate_submit_request
 from gateway.watch import WatchHub
 
 log = get_logger(__name__)
@@ -320,14 +320,8 @@ class DubbingServicer(pb_grpc.DubbingServiceServicer):
     # -- reads -------------------------------------------------------------------
 
     async def _load(self, context: grpc.aio.ServicerContext, job_id: str) -> pb.Job:  # type: ignore[type-arg]
-        if not job_id:
-            await rpc_errors.abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                Reason.INVALID_ARGUMENT,
-                "job_id is required",
-                field_violations=[("job_id", "must not be empty")],
-            )
+        if (problem := job_id_problem(job_id)) is not None:
+            await rpc_errors.abort_invalid_argument(context, [("job_id", problem)])
         structlog.contextvars.bind_contextvars(job_id=job_id)
         job = await self._store.get(job_id)
         if job is None:

@@ -91,11 +91,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ASSET_NAME",
+    "JOB_ID",
     "KNOWN_PROVIDERS",
     "MAX_VIOLATIONS",
     "MINIMAX_EMOTIONS",
     "SAMPLE_RATES_HZ",
     "Limits",
+    "job_id_problem",
     "language_tag_problem",
     "request_hash",
     "validate_dub_request",
@@ -131,6 +133,9 @@ MIN_BACKGROUND_GAIN_DB, MAX_BACKGROUND_GAIN_DB = -60.0, 20.0
 MIN_DUCKING_DB, MAX_DUCKING_DB = 0.0, 40.0
 # The names UploadAsset gives: the prefix and a uuid4 in hex (gateway.assets).
 ASSET_NAME = re.compile(re.escape(bus.ASSET_NAME_PREFIX) + r"[0-9a-f]{32}", re.ASCII)
+# The job ids the gateway gives (gateway.store.ids.new_job_id; a test keeps the two in
+# step): UUIDs in their canonical lowercase form.
+JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.ASCII)
 
 _NANOS_PER_SECOND = 1_000_000_000
 _MAX_NANOS = 999_999_999
@@ -232,6 +237,22 @@ def _without_unknown_fields(req: pb.DubRequest) -> pb.DubRequest:
     copy.CopyFrom(req)
     copy.DiscardUnknownFields()
     return copy
+
+
+def job_id_problem(job_id: str) -> str | None:
+    """Why `job_id` cannot be a job's id (GetJob, CancelJob...), or None when it can be.
+
+    Checked before any lookup, so that an id that cannot exist is INVALID_ARGUMENT rather
+    than NOT_FOUND, and only a short, well-formed id is ever echoed in an error.
+    """
+    if not job_id:
+        return "must not be empty"
+    if not JOB_ID.fullmatch(job_id):
+        return (
+            "is not a job id: use the id SubmitDub returned, a lowercase UUID "
+            'such as "01a2b3c4-d5e6-7f80-9a1b-2c3d4e5f6a7b"'
+        )
+    return None
 
 
 def language_tag_problem(tag: str) -> str | None:
