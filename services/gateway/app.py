@@ -77,7 +77,7 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event) -> None:
             max_age_seconds=asset_max_age,
             max_bytes=settings.max_asset_bytes,
         ),
-        limits=Limits.from_settings(settings),
+        limits=Limits.from_settings(settings, bus_max_payload=nc.max_payload),
         page_tokens=pagination.PageTokenCodec(
             hashlib.sha256(settings.page_token_secret.encode()).digest()
         ),

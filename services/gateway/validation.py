@@ -17,6 +17,9 @@ Limits (the first six come from :class:`Limits`; the gateway takes
 ==============================================  =========================================
 What                                            Limit
 ==============================================  =========================================
+The request, serialized with its segments       what the bus carries in a message, less
+                                                4 KiB (1 MiB - 4 KiB with NATS's default
+                                                max_payload), and at most 3 MiB
 Segments per transcript                         1 .. 5,000
 Characters per transcript (sum of ``text``)     500,000 (Unicode code points)
 Characters per segment ``text``                 5,000; at least one visible character,
@@ -99,12 +102,18 @@ __all__ = [
     "Limits",
     "job_id_problem",
     "language_tag_problem",
+    "request_bytes_limit",
     "request_hash",
     "validate_dub_request",
+    "validate_list_request",
     "validate_submit_request",
 ]
 
 MAX_VIOLATIONS = 50
+
+MAX_REQUEST_BYTES = 3 * 1024 * 1024
+# What a job message holds besides the request: its subject and headers (bus.JobMessage).
+JOB_MESSAGE_HEADROOM_BYTES = 4096
 
 KNOWN_PROVIDERS = frozenset({"local", "elevenlabs", "minimax"})
 MINIMAX_EMOTIONS = frozenset(
@@ -173,11 +182,33 @@ class Limits:
     max_labels: int = 64
     max_auto_delete_hours: int = 24 * 365
     max_programme_seconds: float = 6 * 3600
+    # The request serialized, its segments included (the other limits allow ~4.8 MB:
+    # 5,000 speakers of 128 four-byte characters, 500,000 four-byte characters of text).
+    # See request_bytes_limit; the gateway uses it.
+    max_request_bytes: int = MAX_REQUEST_BYTES
 
     @classmethod
-    def from_settings(cls, settings: GatewaySettings) -> Limits:
-        """Defaults, with the transcript size limits the gateway is configured with."""
-        return cls(max_segments=settings.max_segments, max_characters=settings.max_characters)
+    def from_settings(cls, settings: GatewaySettings, *, bus_max_payload: int) -> Limits:
+        """Defaults, with the transcript size limits the gateway is configured with and the
+        request size the bus carries (see :func:`request_bytes_limit`)."""
+        return cls(
+            max_segments=settings.max_segments,
+            max_characters=settings.max_characters,
+            max_request_bytes=request_bytes_limit(bus_max_payload),
+        )
+
+
+def request_bytes_limit(bus_max_payload: int) -> int:
+    """The largest request (serialized) the gateway accepts, on a NATS server whose
+    messages carry at most `bus_max_payload` bytes (its ``max_payload``, 1 MiB by default).
+
+    A job travels to its worker as one message of the request plus headers, so a larger
+    request would be accepted and never run (and hold up the jobs behind it). And a job
+    (its request plus a timing report of up to ~0.5 MB) must fit in the 4 MiB a default
+    gRPC client receives, or GetJob and WatchJob could not return it: never over
+    :data:`MAX_REQUEST_BYTES` (3 MiB), whatever the bus carries.
+    """
+    return min(MAX_REQUEST_BYTES, bus_max_payload - JOB_MESSAGE_HEADROOM_BYTES)
 
 
 def validate_submit_request(
@@ -215,7 +246,34 @@ def validate_dub_request(
             "request.auto_delete_after_hours",
             f"must be between 0 (keep) and {limits.max_auto_delete_hours}",
         )
+    size = req.ByteSize()
+    if size > limits.max_request_bytes:
+        out.add(
+            "request",
+            f"is {size:,} bytes with its segments; at most {limits.max_request_bytes:,} "
+            "(fewer or shorter segments, speakers or labels)",
+        )
     return out.result()
+
+
+def validate_list_request(req: pb.ListJobsRequest) -> list[tuple[str, str]]:
+    """Violations of a ListJobsRequest's ``states`` and ``view``: each a value the API
+    defines (not STATE_UNSPECIFIED, which no job is in). ``page_size`` and ``page_token``
+    are :mod:`gateway.pagination`'s."""
+    out = _Violations(MAX_VIOLATIONS)
+    for i, state in enumerate(req.states):
+        if state == pb.Job.State.STATE_UNSPECIFIED or state not in pb.Job.State.values():
+            out.add(f"states[{i}]", f"unknown state {state}; use one of {_STATE_NAMES}")
+    if req.view not in pb.JobView.values():
+        out.add(
+            "view", f"unknown view {req.view}; use JOB_VIEW_BASIC (the default) or JOB_VIEW_FULL"
+        )
+    return out.result()
+
+
+_STATE_NAMES = ", ".join(
+    name for name, number in pb.Job.State.items() if number != pb.Job.State.STATE_UNSPECIFIED
+)
 
 
 def request_hash(req: pb.DubRequest) -> str:

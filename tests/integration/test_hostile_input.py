@@ -205,3 +205,84 @@ async def test_job_ids_are_checked_by_format_before_any_lookup(
         err = await refused(call)
         assert (err.code, err.reason) == (grpc.StatusCode.NOT_FOUND, "JOB_NOT_FOUND")
         assert err.metadata == {"job_id": unknown}
+
+
+async def test_list_states_and_views_that_do_not_exist_are_invalid_argument(
+    stub: pb_grpc.DubbingServiceAsyncStub,
+) -> None:
+    for request in (
+        pb.ListJobsRequest(states=[99]),  # type: ignore[list-item]
+        pb.ListJobsRequest(states=[-1]),  # type: ignore[list-item]
+        pb.ListJobsRequest(states=[pb.Job.State.STATE_UNSPECIFIED]),
+        pb.ListJobsRequest(view=5),  # type: ignore[arg-type]
+    ):
+        err = await refused(stub.ListJobs(request))
+        assert (err.code, err.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+        assert err.fields <= {"states[0]", "view"} and err.fields
+
+
+def bulky_request(label: str) -> pb.DubRequest:
+    """A request of about 950 KB, under the size limit (what a NATS message carries)."""
+    segments = [
+        segment(
+            i * 2.0, i * 2.0 + 1.5, f"Ligne {i:04d} " + "a" * 29, speaker=f"{i:04d}" + "s" * 116
+        )
+        for i in range(5000)
+    ]
+    request = transcript_request(segments)
+    request.labels["batch"] = label
+    return request
+
+
+async def test_a_list_page_stays_under_a_default_clients_4_mib_in_either_view(
+    stub: pb_grpc.DubbingServiceAsyncStub,
+) -> None:
+    # Five jobs of ~950 KB: one page of them in full is ~4.8 MB, over the 4 MiB a default
+    # client receives. Cancelled at once: only their size matters here.
+    label = str(uuid.uuid4())
+    ours: list[str] = []
+    for _ in range(5):
+        response = await stub.SubmitDub(pb.SubmitDubRequest(request=bulky_request(label)))
+        assert 900_000 < response.job.request.ByteSize() < 1_000_000
+        ours.append(response.job.id)
+        await stub.CancelJob(pb.CancelJobRequest(job_id=response.job.id))
+    ours.reverse()  # newest first, as listed
+    cancelled = [pb.Job.State.STATE_CANCELLED]
+
+    basic = await stub.ListJobs(pb.ListJobsRequest(page_size=1000, states=cancelled))
+    listed = [j for j in basic.jobs if j.request.labels.get("batch") == label]
+    assert [j.id for j in listed] == ours  # all in one page: the basic view is small
+    assert all(j.request.WhichOneof("work") is None for j in listed)
+    assert basic.ByteSize() < 4 * 1024 * 1024
+
+    full: list[pb.Job] = []
+    pages: list[int] = []
+    token = ""
+    while True:
+        page = await stub.ListJobs(
+            pb.ListJobsRequest(
+                page_size=1000, page_token=token, states=cancelled, view=pb.JOB_VIEW_FULL
+            )
+        )
+        assert page.ByteSize() < 4 * 1024 * 1024
+        full += page.jobs
+        pages.append(len(page.jobs))
+        token = page.next_page_token
+        if len(full) >= len(ours) or not token:
+            break
+    assert [j.id for j in full[: len(ours)]] == ours  # cut by bytes, continued by token
+    assert pages[0] < len(ours)
+    assert all(len(j.request.transcript.transcript.segments) == 5000 for j in full[: len(ours)])
+    got = await stub.GetJob(pb.GetJobRequest(job_id=ours[0]))
+    assert got.job.request == full[0].request
+
+
+async def test_a_request_larger_than_a_job_message_is_refused(
+    stub: pb_grpc.DubbingServiceAsyncStub,
+) -> None:
+    # 500,000 CJK characters: within the character limit, but 1.5 MB serialized, more than
+    # NATS's default max_payload carries to a worker. Accepted, it would never run and
+    # would hold up the jobs behind it.
+    segments = [segment(i * 2.0, i * 2.0 + 1.5, "語" * 100) for i in range(5000)]
+    err = await refused(stub.SubmitDub(pb.SubmitDubRequest(request=transcript_request(segments))))
+    assert err.code == grpc.StatusCode.INVALID_ARGUMENT and err.fields == {"request"}

@@ -582,6 +582,9 @@ async def test_list_follows_page_tokens(client: DubbingClient, fake: FakeDubbing
     assert jobs == [f"listed-{i}" for i in range(5)]
     assert [r.page_token for r in fake.list_requests] == ["", "2", "4"]
     assert all(list(r.states) == states and r.page_size == 2 for r in fake.list_requests)
+    assert all(r.view == pb.JOB_VIEW_BASIC for r in fake.list_requests)
+    _ = [j async for j in client.list(view=pb.JOB_VIEW_FULL)]
+    assert fake.list_requests[-1].view == pb.JOB_VIEW_FULL
 
 
 async def test_languages(client: DubbingClient) -> None:

@@ -16,6 +16,7 @@ from gateway.validation import (
     language_tag_problem,
     request_hash,
     validate_dub_request,
+    validate_list_request,
     validate_submit_request,
 )
 
@@ -132,9 +133,21 @@ def test_submit_request_without_request() -> None:
 
 def test_limits_from_settings() -> None:
     settings = GatewaySettings(max_segments=7, max_characters=99)
-    limits = Limits.from_settings(settings)
+    limits = Limits.from_settings(settings, bus_max_payload=1024 * 1024)
     assert (limits.max_segments, limits.max_characters) == (7, 99)
     assert limits.max_segment_characters == Limits().max_segment_characters
+    assert limits.max_request_bytes == 1024 * 1024 - 4096  # a job fits in a NATS message
+    # A bus that carries more still does not make a job larger than a response may be.
+    large = Limits.from_settings(settings, bus_max_payload=64 * 1024 * 1024)
+    assert large.max_request_bytes == 3 * 1024 * 1024
+
+
+def test_request_size() -> None:
+    req = transcript_request()
+    limits = Limits(max_request_bytes=req.ByteSize())
+    assert fields(req, limits) == []
+    req.labels["one"] = "more"
+    assert fields(req, limits) == ["request"]
 
 
 # -- work, languages, provider -------------------------------------------------------
@@ -896,3 +909,19 @@ def test_request_hash_ignores_unknown_fields() -> None:
     extra.MergeFromString(req.SerializeToString() + b"\xb8\x3e\x01")
     assert extra.SerializeToString() != req.SerializeToString()
     assert request_hash(extra) == request_hash(req)
+
+
+# -- ListJobs -------------------------------------------------------------------------
+
+
+def test_list_states_and_views_must_exist() -> None:
+    ok = pb.ListJobsRequest(states=[pb.Job.State.STATE_QUEUED], view=pb.JOB_VIEW_FULL)
+    assert validate_list_request(ok) == []
+    assert validate_list_request(pb.ListJobsRequest()) == []
+    bad = pb.ListJobsRequest(states=[1, 99, -1, 0], view=7)  # type: ignore[list-item,arg-type]
+    assert [f for f, _ in validate_list_request(bad)] == [
+        "states[1]",
+        "states[2]",
+        "states[3]",
+        "view",
+    ]
