@@ -431,7 +431,9 @@ class TranscriptFile(_message.Message):
     filename: _builtins.str
     """The file's name, to infer the format."""
     csv_fps: _builtins.float
-    """Frame rate of h:mm:ss:frame timecodes in a CSV; 0 infers it."""
+    """Frame rate of h:mm:ss:frame timecodes in a CSV; 0 infers it. Otherwise
+    above 0 and at most 240, as MediaDubbing.csv_fps.
+    """
     def __init__(
         self,
         *,
@@ -582,7 +584,9 @@ class MediaDubbing(_message.Message):
     foreground_audio_url: _builtins.str
     background_audio_url: _builtins.str
     csv_fps: _builtins.float
-    """Frame rate of h:mm:ss:frame timecodes in the CSV; 0 infers it."""
+    """Frame rate of h:mm:ss:frame timecodes in the CSV; 0 infers it. Otherwise
+    above 0 and at most 240.
+    """
     @_builtins.property
     def start_time(self) -> _duration_pb2.Duration:
         """Optional clip of the source, in whole seconds as the providers take it."""
