@@ -84,3 +84,13 @@ async def rich_error(err: grpc.aio.AioRpcError) -> RichError:
         metadata=dict(info.metadata),
         violations=errors.field_violations(st),
     )
+
+
+class RecordingContext:
+    """Stands in for grpc.aio.ServicerContext: records the status it is aborted with."""
+
+    status: grpc.Status | None = None
+
+    async def abort_with_status(self, status: grpc.Status) -> None:
+        self.status = status
+        raise grpc.aio.AbortError()

@@ -21,6 +21,7 @@ DOMAIN = "dubbing.v1"
 class Reason(enum.StrEnum):
     # Request validation (INVALID_ARGUMENT)
     INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    MALFORMED_REQUEST = "MALFORMED_REQUEST"  # the request's bytes do not decode
     REQUEST_ID_REUSED = "REQUEST_ID_REUSED"
     INVALID_PAGE_TOKEN = "INVALID_PAGE_TOKEN"
     ASSET_NOT_FOUND = "ASSET_NOT_FOUND"

@@ -18,7 +18,7 @@ from dubbing.process import StartupError
 from dubbing.settings import GatewaySettings
 from dubbing.v1 import dubbing_pb2 as pb
 from dubbing.v1 import dubbing_pb2_grpc as pb_grpc
-from gateway import pagination
+from gateway import decoding, pagination
 from gateway.assets import AssetStore
 from gateway.events import EventApplier
 from gateway.leases import LeaseApplier
@@ -87,13 +87,15 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event) -> None:
             max_age_seconds=asset_max_age,
             max_bytes=settings.max_asset_bytes,
         ),
-        limits=Limits.from_settings(settings),
+        limits=Limits.from_settings(settings, bus_max_payload=nc.max_payload),
         page_tokens=pagination.PageTokenCodec(
             hashlib.sha256(settings.page_token_secret.encode()).digest()
         ),
         watch_poll_seconds=settings.watch_poll_seconds,
     )
     server = grpc.aio.server(
+        # Undecodable request bytes are INVALID_ARGUMENT with an ErrorInfo (gateway.decoding).
+        interceptors=[decoding.RefuseUndecodable()],
         options=[
             # Long-lived HTTP/2 clients reconnect now and then, so load spreads
             # over gateway replicas behind a Kubernetes Service.
@@ -101,7 +103,7 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event) -> None:
             ("grpc.max_connection_age_grace_ms", 60 * 1000),
             # Room for a transcript file at its limit plus the rest of the request.
             ("grpc.max_receive_message_length", 2 * MAX_FILE_BYTES),
-        ]
+        ],
     )
     pb_grpc.add_DubbingServiceServicer_to_server(servicer, server)
     health_servicer = health_aio.HealthServicer()

@@ -1,5 +1,10 @@
 """AIP-158 pagination for ListJobs: page sizes and opaque, tamper-evident page tokens.
 
+A page holds at most ``page_size`` items and, as AIP-158 allows, fewer when more would
+make the response large: :func:`fill_page` stops at :data:`MAX_PAGE_BYTES` of serialized
+items (always serving one), so that every page fits in the 4 MiB a default gRPC client
+receives. A short page does not mean the last one; an empty next_page_token does.
+
 A page token carries the cursor of the last job on a page, ``(sort key, job id)``,
 bound to the request's filter. It is encrypted and authenticated with keys derived
 from one server secret, so that callers can neither read nor forge it, and a token
@@ -24,21 +29,34 @@ import hashlib
 import hmac
 import re
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import TypeVar
+
+from google.protobuf.message import Message
 
 from dubbing.errors import Reason
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
+    "MAX_PAGE_BYTES",
     "MAX_PAGE_SIZE",
     "InvalidPageRequest",
     "PageTokenCodec",
+    "fill_page",
     "page_size",
     "states_filter_key",
 ]
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+# Serialized items a page holds at most, unless its first item alone is larger: well
+# under the 4 MiB a default client receives, with room for one item of up to ~3.6 MB
+# (the largest job: validation.Limits.max_request_bytes plus a timing report).
+MAX_PAGE_BYTES = 3 * 1024 * 1024
+# Per item in the response: its field tag and length prefix.
+_ITEM_FRAMING_BYTES = 6
+
+M = TypeVar("M", bound=Message)
 
 # Longest token accepted; real ones are far shorter (the job id is capped below).
 MAX_TOKEN_LENGTH = 512
@@ -77,6 +95,19 @@ def page_size(requested: int) -> int:
     if requested == 0:
         return DEFAULT_PAGE_SIZE
     return min(requested, MAX_PAGE_SIZE)
+
+
+def fill_page(items: Sequence[M], size: int, *, max_bytes: int = MAX_PAGE_BYTES) -> list[M]:
+    """The first `items` to serve on a page: at most `size`, and no more than `max_bytes`
+    of them serialized, but always the first one."""
+    page: list[M] = []
+    used = 0
+    for item in items[:size]:
+        used += item.ByteSize() + _ITEM_FRAMING_BYTES
+        if page and used > max_bytes:
+            break
+        page.append(item)
+    return page
 
 
 def states_filter_key(states: Iterable[int]) -> str:

@@ -11,9 +11,13 @@ which requires the status message to equal the call's details, as
 Trailers are metadata, and gRPC clients refuse received metadata above 8 KiB by default
 (some calls above the soft limit, every call above 16 KiB, with RESOURCE_EXHAUSTED and
 no status at all). The status travels base64-encoded and its message travels twice, so
-the message is cut to :data:`MAX_MESSAGE_BYTES` and the BadRequest to
-:data:`MAX_VIOLATIONS_BYTES` of violations (the message then says how many were left
-out), which keeps the trailers under 8 KiB.
+the message is cut to :data:`MAX_MESSAGE_BYTES`, each ErrorInfo metadata value to
+:data:`MAX_METADATA_VALUE_BYTES` and the BadRequest to :data:`MAX_VIOLATIONS_BYTES` of
+violations (the message then says how many were left out), which keeps the trailers under
+8 KiB whatever a handler passes. Handlers still echo input only once it is validated (a
+job id by its format, say), and never whole: these cuts are the last line of defence.
+Text that is not valid Unicode (a lone surrogate) is escaped rather than failing the
+error itself.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from dubbing.errors import Reason, code_value, status
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
+    "MAX_METADATA_VALUE_BYTES",
     "MAX_VIOLATIONS_BYTES",
     "abort",
     "abort_invalid_argument",
@@ -38,6 +43,7 @@ __all__ = [
 # Budgets that keep one error's trailers below the 8 KiB of metadata a client accepts
 # by default, once base64 (4/3), percent-encoding and the ErrorInfo are added.
 MAX_MESSAGE_BYTES = 512
+MAX_METADATA_VALUE_BYTES = 128
 MAX_VIOLATIONS_BYTES = 3584
 _MAX_DESCRIPTION_CHARS = 300
 
@@ -58,8 +64,9 @@ async def abort(
 ) -> NoReturn:
     """End the call with `code`, `message`, an ErrorInfo for `reason` and field violations.
 
-    The message is cut to :data:`MAX_MESSAGE_BYTES`; violations beyond
-    :data:`MAX_VIOLATIONS_BYTES` are dropped and counted in the message.
+    The message is cut to :data:`MAX_MESSAGE_BYTES` and metadata values to
+    :data:`MAX_METADATA_VALUE_BYTES`; violations beyond :data:`MAX_VIOLATIONS_BYTES` are
+    dropped and counted in the message.
     """
     if code is grpc.StatusCode.OK:
         raise ValueError("cannot abort a call with OK")
@@ -67,7 +74,8 @@ async def abort(
     dropped = len(field_violations) - len(kept)
     suffix = f" ({dropped} more violations not listed)" if dropped else ""
     message = _cut_utf8(message, MAX_MESSAGE_BYTES - len(suffix)) + suffix
-    st = status(code_value(code.name), reason, message, metadata=metadata, field_violations=kept)
+    values = {k: _cut_utf8(v, MAX_METADATA_VALUE_BYTES) for k, v in (metadata or {}).items()}
+    st = status(code_value(code.name), reason, message, metadata=values, field_violations=kept)
     await cast(_StatusAborter, context).abort_with_status(rpc_status.to_status(st))
     raise AssertionError("abort_with_status returned")  # it raises to end the call
 
@@ -103,15 +111,16 @@ def violations_message(field_violations: Sequence[tuple[str, str]]) -> str:
 
 
 def _shorten(text: str) -> str:
-    if len(text) <= _MAX_DESCRIPTION_CHARS:
-        return text
-    return text[: _MAX_DESCRIPTION_CHARS - 3] + "..."
+    if len(text) > _MAX_DESCRIPTION_CHARS:
+        text = text[: _MAX_DESCRIPTION_CHARS - 3] + "..."
+    return _cut_utf8(text, 4 * _MAX_DESCRIPTION_CHARS)  # only makes it valid Unicode
 
 
 def _cut_utf8(text: str, max_bytes: int) -> str:
-    data = text.encode()
+    """`text` in at most `max_bytes` of UTF-8, lone surrogates escaped (``\\ud800``)."""
+    data = text.encode(errors="backslashreplace")
     if len(data) <= max_bytes:
-        return text
+        return data.decode()
     return data[: max_bytes - 3].decode(errors="ignore") + "..."
 
 

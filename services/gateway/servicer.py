@@ -34,7 +34,13 @@ from gateway.store import (
     StoreUnavailable,
     new_job_id,
 )
-from gateway.validation import Limits, request_hash, validate_submit_request
+from gateway.validation import (
+    Limits,
+    job_id_problem,
+    request_hash,
+    validate_list_request,
+    validate_submit_request,
+)
 from gateway.watch import WatchHub
 
 log = get_logger(__name__)
@@ -319,14 +325,8 @@ class DubbingServicer(pb_grpc.DubbingServiceServicer):
     # -- reads -------------------------------------------------------------------
 
     async def _load(self, context: grpc.aio.ServicerContext, job_id: str) -> pb.Job:  # type: ignore[type-arg]
-        if not job_id:
-            await rpc_errors.abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                Reason.INVALID_ARGUMENT,
-                "job_id is required",
-                field_violations=[("job_id", "must not be empty")],
-            )
+        if (problem := job_id_problem(job_id)) is not None:
+            await rpc_errors.abort_invalid_argument(context, [("job_id", problem)])
         structlog.contextvars.bind_contextvars(job_id=job_id)
         job = await self._store.get(job_id)
         if job is None:
@@ -354,6 +354,9 @@ class DubbingServicer(pb_grpc.DubbingServiceServicer):
         request: pb.ListJobsRequest,
         context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> pb.ListJobsResponse:
+        violations = validate_list_request(request)
+        if violations:
+            await rpc_errors.abort_invalid_argument(context, violations)
         try:
             size = pagination.page_size(request.page_size)
             states = sorted(set(request.states))
@@ -372,14 +375,17 @@ class DubbingServicer(pb_grpc.DubbingServiceServicer):
                 field_violations=exc.violations,
             )
         jobs = await self._store.list_jobs(states=states, limit=size + 1, after=after)
+        if request.view != pb.JOB_VIEW_FULL:
+            for job in jobs:
+                _basic_view(job)
+        page = pagination.fill_page(jobs, size)
         token = ""
-        if len(jobs) > size:
-            jobs = jobs[:size]
-            following = Cursor.after(jobs[-1])
+        if len(page) < len(jobs):
+            following = Cursor.after(page[-1])
             token = self._page_tokens.encode(
                 (following.create_time_ns, following.job_id), filter_key
             )
-        return pb.ListJobsResponse(jobs=jobs, next_page_token=token)
+        return pb.ListJobsResponse(jobs=page, next_page_token=token)
 
     # -- CancelJob ---------------------------------------------------------------
 
@@ -576,6 +582,14 @@ class DubbingServicer(pb_grpc.DubbingServiceServicer):
             )
         if first:  # an empty artifact still answers with its metadata
             yield pb.DownloadResultResponse(result=job.result)
+
+
+def _basic_view(job: pb.Job) -> None:
+    """`job` cut to JOB_VIEW_BASIC: no work in its request, no timing report (AIP-157)."""
+    job.request.ClearField("work")
+    job.result.ClearField("timing")
+    if not job.result.ListFields():  # a job without a result keeps none
+        job.ClearField("result")
 
 
 _GENDER_BY_NAME = {

@@ -18,6 +18,11 @@ MAX_FILE_BYTES = 8 * 1024 * 1024
 
 FILE_FIELD = "request.transcript.file"
 
+# Warnings returned at most: one per changed cue could be hundreds of thousands for a
+# messy file at the size limit, more than a response may hold. The last says how many
+# more there were.
+MAX_WARNINGS = 100
+
 
 class UnreadableFile(Exception):
     """The file cannot be read; `field` and `description` make a BadRequest violation."""
@@ -43,15 +48,20 @@ def expand(request: pb.DubRequest) -> tuple[pb.DubRequest, list[str]]:
         raise UnreadableFile(
             f"{FILE_FIELD}.content", f"is {len(file.content)} bytes; at most {MAX_FILE_BYTES}"
         )
-    if file.csv_fps < 0:
-        raise UnreadableFile(f"{FILE_FIELD}.csv_fps", "must be 0 (infer) or positive")
+    if file.csv_fps != 0 and not transcripts.valid_fps(file.csv_fps):
+        raise UnreadableFile(
+            f"{FILE_FIELD}.csv_fps",
+            f"must be 0 (infer) or a frame rate above 0 and at most {transcripts.MAX_FPS:g}",
+        )
     try:
         fmt = file.format.lower() or transcripts.format_for(file.filename)
     except transcripts.TranscriptFormatError as exc:
         raise UnreadableFile(f"{FILE_FIELD}.filename", str(exc)) from None
     if fmt not in transcripts.FORMATS.values():
         supported = ", ".join(sorted(transcripts.FORMATS.values()))
-        raise UnreadableFile(f"{FILE_FIELD}.format", f"unknown format {fmt!r}; one of {supported}")
+        raise UnreadableFile(
+            f"{FILE_FIELD}.format", f"unknown format {transcripts.brief(fmt)}; one of {supported}"
+        )
     try:
         cues, notes = transcripts.normalize(
             transcripts.parse(file.content, format=fmt, csv_fps=file.csv_fps or None)
@@ -72,4 +82,11 @@ def expand(request: pb.DubRequest) -> tuple[pb.DubRequest, list[str]]:
             ]
         )
     )
-    return expanded, notes
+    return expanded, _capped(notes)
+
+
+def _capped(notes: list[str]) -> list[str]:
+    if len(notes) <= MAX_WARNINGS:
+        return notes
+    kept = notes[: MAX_WARNINGS - 1]
+    return [*kept, f"... and {len(notes) - len(kept)} more changes like these"]

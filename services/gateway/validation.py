@@ -17,9 +17,14 @@ Limits (the first six come from :class:`Limits`; the gateway takes
 ==============================================  =========================================
 What                                            Limit
 ==============================================  =========================================
+The request, serialized with its segments       what the bus carries in a message, less
+                                                4 KiB (1 MiB - 4 KiB with NATS's default
+                                                max_payload), and at most 3 MiB
 Segments per transcript                         1 .. 5,000
 Characters per transcript (sum of ``text``)     500,000 (Unicode code points)
-Characters per segment ``text``                 5,000, and not blank
+Characters per segment ``text``                 5,000; at least one visible character,
+                                                no control characters (tab and line
+                                                breaks aside)
 Segment window                                  0 <= start < end <= 6 h (21,600 s);
                                                 ordered by start, not overlapping
                                                 (a segment may start where the last ends)
@@ -81,7 +86,7 @@ from urllib.parse import urlsplit
 
 from google.protobuf import duration_pb2
 
-from dubbing import bus
+from dubbing import bus, transcripts
 from dubbing.v1 import dubbing_pb2 as pb
 
 if TYPE_CHECKING:
@@ -89,18 +94,26 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ASSET_NAME",
+    "JOB_ID",
     "KNOWN_PROVIDERS",
     "MAX_VIOLATIONS",
     "MINIMAX_EMOTIONS",
     "SAMPLE_RATES_HZ",
     "Limits",
+    "job_id_problem",
     "language_tag_problem",
+    "request_bytes_limit",
     "request_hash",
     "validate_dub_request",
+    "validate_list_request",
     "validate_submit_request",
 ]
 
 MAX_VIOLATIONS = 50
+
+MAX_REQUEST_BYTES = 3 * 1024 * 1024
+# What a job message holds besides the request: its subject and headers (bus.JobMessage).
+JOB_MESSAGE_HEADROOM_BYTES = 4096
 
 KNOWN_PROVIDERS = frozenset({"local", "elevenlabs", "minimax"})
 MINIMAX_EMOTIONS = frozenset(
@@ -116,7 +129,6 @@ MAX_VOICE_ID_LENGTH = 256
 MAX_SPEAKER_LENGTH = 128
 MAX_TARGET_ACCENT_LENGTH = 64
 MAX_NUM_SPEAKERS = 32
-MAX_CSV_FPS = 240.0
 MIN_SPEED, MAX_SPEED = 0.5, 2.0
 MIN_PITCH, MAX_PITCH = -12, 12
 MAX_VOLUME = 10.0
@@ -130,6 +142,9 @@ MIN_BACKGROUND_GAIN_DB, MAX_BACKGROUND_GAIN_DB = -60.0, 20.0
 MIN_DUCKING_DB, MAX_DUCKING_DB = 0.0, 40.0
 # The names UploadAsset gives: the prefix and a uuid4 in hex (gateway.assets).
 ASSET_NAME = re.compile(re.escape(bus.ASSET_NAME_PREFIX) + r"[0-9a-f]{32}", re.ASCII)
+# The job ids the gateway gives (gateway.store.ids.new_job_id; a test keeps the two in
+# step): UUIDs in their canonical lowercase form.
+JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.ASCII)
 
 _NANOS_PER_SECOND = 1_000_000_000
 _MAX_NANOS = 999_999_999
@@ -167,11 +182,33 @@ class Limits:
     max_labels: int = 64
     max_auto_delete_hours: int = 24 * 365
     max_programme_seconds: float = 6 * 3600
+    # The request serialized, its segments included (the other limits allow ~4.8 MB:
+    # 5,000 speakers of 128 four-byte characters, 500,000 four-byte characters of text).
+    # See request_bytes_limit; the gateway uses it.
+    max_request_bytes: int = MAX_REQUEST_BYTES
 
     @classmethod
-    def from_settings(cls, settings: GatewaySettings) -> Limits:
-        """Defaults, with the transcript size limits the gateway is configured with."""
-        return cls(max_segments=settings.max_segments, max_characters=settings.max_characters)
+    def from_settings(cls, settings: GatewaySettings, *, bus_max_payload: int) -> Limits:
+        """Defaults, with the transcript size limits the gateway is configured with and the
+        request size the bus carries (see :func:`request_bytes_limit`)."""
+        return cls(
+            max_segments=settings.max_segments,
+            max_characters=settings.max_characters,
+            max_request_bytes=request_bytes_limit(bus_max_payload),
+        )
+
+
+def request_bytes_limit(bus_max_payload: int) -> int:
+    """The largest request (serialized) the gateway accepts, on a NATS server whose
+    messages carry at most `bus_max_payload` bytes (its ``max_payload``, 1 MiB by default).
+
+    A job travels to its worker as one message of the request plus headers, so a larger
+    request would be accepted and never run (and hold up the jobs behind it). And a job
+    (its request plus a timing report of up to ~0.5 MB) must fit in the 4 MiB a default
+    gRPC client receives, or GetJob and WatchJob could not return it: never over
+    :data:`MAX_REQUEST_BYTES` (3 MiB), whatever the bus carries.
+    """
+    return min(MAX_REQUEST_BYTES, bus_max_payload - JOB_MESSAGE_HEADROOM_BYTES)
 
 
 def validate_submit_request(
@@ -209,7 +246,34 @@ def validate_dub_request(
             "request.auto_delete_after_hours",
             f"must be between 0 (keep) and {limits.max_auto_delete_hours}",
         )
+    size = req.ByteSize()
+    if size > limits.max_request_bytes:
+        out.add(
+            "request",
+            f"is {size:,} bytes with its segments; at most {limits.max_request_bytes:,} "
+            "(fewer or shorter segments, speakers or labels)",
+        )
     return out.result()
+
+
+def validate_list_request(req: pb.ListJobsRequest) -> list[tuple[str, str]]:
+    """Violations of a ListJobsRequest's ``states`` and ``view``: each a value the API
+    defines (not STATE_UNSPECIFIED, which no job is in). ``page_size`` and ``page_token``
+    are :mod:`gateway.pagination`'s."""
+    out = _Violations(MAX_VIOLATIONS)
+    for i, state in enumerate(req.states):
+        if state == pb.Job.State.STATE_UNSPECIFIED or state not in pb.Job.State.values():
+            out.add(f"states[{i}]", f"unknown state {state}; use one of {_STATE_NAMES}")
+    if req.view not in pb.JobView.values():
+        out.add(
+            "view", f"unknown view {req.view}; use JOB_VIEW_BASIC (the default) or JOB_VIEW_FULL"
+        )
+    return out.result()
+
+
+_STATE_NAMES = ", ".join(
+    name for name, number in pb.Job.State.items() if number != pb.Job.State.STATE_UNSPECIFIED
+)
 
 
 def request_hash(req: pb.DubRequest) -> str:
@@ -231,6 +295,22 @@ def _without_unknown_fields(req: pb.DubRequest) -> pb.DubRequest:
     copy.CopyFrom(req)
     copy.DiscardUnknownFields()
     return copy
+
+
+def job_id_problem(job_id: str) -> str | None:
+    """Why `job_id` cannot be a job's id (GetJob, CancelJob...), or None when it can be.
+
+    Checked before any lookup, so that an id that cannot exist is INVALID_ARGUMENT rather
+    than NOT_FOUND, and only a short, well-formed id is ever echoed in an error.
+    """
+    if not job_id:
+        return "must not be empty"
+    if not JOB_ID.fullmatch(job_id):
+        return (
+            "is not a job id: use the id SubmitDub returned, a lowercase UUID "
+            'such as "01a2b3c4-d5e6-7f80-9a1b-2c3d4e5f6a7b"'
+        )
+    return None
 
 
 def language_tag_problem(tag: str) -> str | None:
@@ -464,8 +544,8 @@ def _check_segments(segments: Iterable[pb.Segment], limits: Limits, out: _Violat
             )
         elif start is not None and end is not None:
             previous = (i, end)
-        if not seg.text.strip():
-            out.add(f"{path}.text", "must not be empty")
+        if (problem := transcripts.text_problem(seg.text)) is not None:
+            out.add(f"{path}.text", problem)
         elif len(seg.text) > limits.max_segment_characters:
             out.add(
                 f"{path}.text",
@@ -545,9 +625,10 @@ def _check_media(media: pb.MediaDubbing, limits: Limits, out: _Violations) -> No
         else:
             _check_url(url, f"{base}.{name}", out, required=manual and name == "csv_url")
     fps = media.csv_fps
-    if not 0.0 <= fps <= MAX_CSV_FPS:
+    if fps != 0 and not transcripts.valid_fps(fps):
         out.add(
-            f"{base}.csv_fps", f"must be 0 (infer) or greater than 0 and at most {MAX_CSV_FPS:g}"
+            f"{base}.csv_fps",
+            f"must be 0 (infer) or a frame rate above 0 and at most {transcripts.MAX_FPS:g}",
         )
     elif fps != 0 and not manual:
         out.add(f"{base}.csv_fps", "is only allowed in manual mode")

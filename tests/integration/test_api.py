@@ -250,9 +250,14 @@ async def test_nobody_serves(stub: pb_grpc.DubbingServiceAsyncStub) -> None:
 
 async def test_get_and_cancel_errors(stub: pb_grpc.DubbingServiceAsyncStub) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as exc:
-        await stub.GetJob(pb.GetJobRequest(job_id="nope"))
+        await stub.GetJob(pb.GetJobRequest(job_id=str(uuid.uuid4())))
     err = await rich_error(exc.value)
     assert (err.code, err.reason) == (grpc.StatusCode.NOT_FOUND, "JOB_NOT_FOUND")
+
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await stub.GetJob(pb.GetJobRequest(job_id="nope"))  # not an id the gateway gives
+    err = await rich_error(exc.value)
+    assert err.code == grpc.StatusCode.INVALID_ARGUMENT and "job_id" in err.fields
 
     with pytest.raises(grpc.aio.AioRpcError) as exc:
         await stub.GetJob(pb.GetJobRequest(job_id=""))

@@ -582,6 +582,9 @@ async def test_list_follows_page_tokens(client: DubbingClient, fake: FakeDubbing
     assert jobs == [f"listed-{i}" for i in range(5)]
     assert [r.page_token for r in fake.list_requests] == ["", "2", "4"]
     assert all(list(r.states) == states and r.page_size == 2 for r in fake.list_requests)
+    assert all(r.view == pb.JOB_VIEW_BASIC for r in fake.list_requests)
+    _ = [j async for j in client.list(view=pb.JOB_VIEW_FULL)]
+    assert fake.list_requests[-1].view == pb.JOB_VIEW_FULL
 
 
 async def test_languages(client: DubbingClient) -> None:
@@ -637,7 +640,7 @@ def test_the_example_transcript_is_valid() -> None:
             "segment 2: 'end' (2.5 s) must be after 'start' (3 s)",
         ),
         ([{"start": "1:2:3:4", "end": 2, "text": "a"}], "segment 0: 'start' must be seconds"),
-        ([{"start": 0, "end": 1, "text": ""}], "segment 0: 'text' is empty"),
+        ([{"start": 0, "end": 1, "text": ""}], "segment 0: 'text' must not be empty"),
         ([{"start": -1, "end": 1, "text": "a"}], "segment 0: 'start' must be a finite"),
         ([{"start": 0, "end": "00:01:75", "text": "a"}], "segment 0: 'end' '00:01:75' has"),
         ([{"start": 0, "end": 1, "text": "a"}, "b"], "segment 1: must be an object"),

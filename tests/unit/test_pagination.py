@@ -7,11 +7,13 @@ import base64
 import pytest
 
 from dubbing.errors import Reason
+from dubbing.v1 import dubbing_pb2 as pb
 from gateway.pagination import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
     InvalidPageRequest,
     PageTokenCodec,
+    fill_page,
     page_size,
     states_filter_key,
 )
@@ -213,3 +215,15 @@ def test_padded_or_standard_alphabet_tokens_are_rejected(codec: PageTokenCodec) 
     if standard.rstrip("=") != token:  # only differs when it holds + or /
         assert_rejected(codec, standard)
     assert_rejected(codec, " " + token)
+
+
+# -- fill_page ------------------------------------------------------------------------
+
+
+def test_a_page_is_cut_by_bytes_but_always_serves_one() -> None:
+    jobs = [pb.Job(id=f"{i:04d}", stage="x" * 1000) for i in range(10)]
+    each = jobs[0].ByteSize()
+    assert fill_page(jobs, 4) == jobs[:4]
+    assert fill_page(jobs, 10, max_bytes=3 * each + 20) == jobs[:3]
+    assert fill_page(jobs, 10, max_bytes=10) == jobs[:1]  # larger than a page, still served
+    assert fill_page([], 10) == []

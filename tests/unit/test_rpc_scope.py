@@ -11,16 +11,7 @@ from dubbing import errors
 from dubbing.jetstream import BusUnavailable
 from gateway.servicer import _rpc_scope
 from gateway.store import StoreUnavailable
-
-
-class RecordingContext:
-    """Stands in for grpc.aio.ServicerContext: records the status it is aborted with."""
-
-    status: grpc.Status | None = None
-
-    async def abort_with_status(self, status: grpc.Status) -> None:
-        self.status = status
-        raise grpc.aio.AbortError()
+from tests.helpers import RecordingContext
 
 
 def rich(status: grpc.Status | None) -> tuple[grpc.StatusCode, str]:

@@ -86,7 +86,17 @@ def test_csv_frame_rate_is_passed_on() -> None:
         (
             pb.TranscriptFile(content=b"x", format="csv", csv_fps=-1),
             "request.transcript.file.csv_fps",
-            "positive",
+            "above 0",
+        ),
+        (  # the limit a media job's csv_fps has
+            pb.TranscriptFile(content=b"x", format="csv", csv_fps=1e9),
+            "request.transcript.file.csv_fps",
+            "at most 240",
+        ),
+        (
+            pb.TranscriptFile(content=b"x", format="csv", csv_fps=float("nan")),
+            "request.transcript.file.csv_fps",
+            "at most 240",
         ),
         (
             pb.TranscriptFile(content=b"x" * (MAX_FILE_BYTES + 1), format="srt"),
@@ -100,3 +110,17 @@ def test_unreadable_files_name_the_field(file: pb.TranscriptFile, field: str, sa
         expand(with_file(file))
     assert caught.value.field == field
     assert says in caught.value.description
+
+
+def test_warnings_are_capped() -> None:
+    # Every empty cue dropped is a warning: an 8 MiB file could have hundreds of thousands.
+    empty = "".join(
+        f"{i}\n00:00:{i % 60:02d},000 --> 00:00:{i % 60:02d},500\n\n" for i in range(300)
+    )
+    srt = empty + "999\n00:01:00,000 --> 00:01:02,000\nBonjour\n"
+    expanded, warnings = expand(with_file(pb.TranscriptFile(content=srt.encode(), format="srt")))
+    assert len(expanded.transcript.transcript.segments) == 1
+    assert len(warnings) == transcript_files.MAX_WARNINGS
+    assert (
+        warnings[-1] == f"... and {300 - transcript_files.MAX_WARNINGS + 1} more changes like these"
+    )

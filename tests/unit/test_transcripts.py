@@ -399,6 +399,95 @@ def test_normalize_errors() -> None:
     ]
 
 
+def test_normalize_drops_invisible_text_and_refuses_control_characters() -> None:
+    result, notes = normalize([Cue(0, 1, "\u200b \u2060", line=2), Cue(1, 2, "Oui", line=5)])
+    assert result == [Cue(1, 2, "Oui", line=5)]
+    assert notes == ["line 2: dropped a cue with no text"]
+    with pytest.raises(TranscriptFormatError) as caught:
+        normalize([Cue(0, 1, "Bon\x00jour", line=7)])
+    assert (
+        str(caught.value) == "line 7: the text must not contain control characters (found U+0000)"
+    )
+    with pytest.raises(TranscriptFormatError, match=r"^the cue at 00:00:01.500: the text must not"):
+        normalize([Cue(1.5, 2, "a\x07")])  # JSON: no line
+
+
+# -- hostile input: errors, never crashes, and never the whole input in a message --------
+
+HUGE = "9" * 400  # an integer too large for a float
+ENORMOUS = "9" * 5000  # more digits than Python converts to an int
+
+
+@pytest.mark.parametrize(
+    ("data", "fmt", "message"),
+    [
+        (b'{"segments": ' + b"[" * 5000 + b"]" * 5000 + b"}", "json", "nested too deeply"),
+        (b"[" * 100_000, "json", "nested too deeply"),
+        (
+            b'{"segments": [{"start": 0, "end": 1, "text": "Bonjour \\ud800"}]}',
+            "json",
+            "segment 0: 'text' holds \\ud800, a lone surrogate",
+        ),
+        (
+            b'[{"start": 0, "end": 1, "text": "a", "speaker": "\\udfff"}]',
+            "json",
+            "segment 0: 'speaker' holds \\udfff",
+        ),
+        (b'[{"start": 0, "end": ' + HUGE.encode() + b', "text": "a"}]', "json", "too large"),
+        (b'[{"start": 0, "end": 1e999, "text": "a"}]', "json", "too large"),
+        (b'[{"start": -0.5, "end": 1, "text": "a"}]', "json", "must be a finite, non-negative"),
+        (b'[{"start": 0, "end": ' + ENORMOUS.encode() + b', "text": "a"}]', "json", "digits"),
+        (b'[{"start": "' + ENORMOUS.encode() + b':00:00", "end": 1, "text": "a"}]', "json", ""),
+        (b'[{"start": 0, "end": 1, "text": "a", "speaker": ' + HUGE.encode() + b"}]", "json", ""),
+        (b'[{"start": 0, "end": 1, "text": ' + b"[" * 900 + b"]" * 900 + b"}]", "json", ""),
+        (b'[{"start": 0, "end": 1, "text": "a\\u0000"}]', "json", "control characters"),
+        (
+            b"1\n" + ENORMOUS.encode() + b":00:00,000 --> 00:00:01,000\nHi\n",
+            "srt",
+            "line 2: bad timing line",
+        ),
+        (b"1\n99999:59:59,999 --> 100000:00:00,000\nHi\n", "srt", "line 2: bad timing line"),
+        (b"WEBVTT\n\n" + ENORMOUS.encode() + b":00.000 --> 00:01.000\nHi\n", "vtt", "line 3"),
+        (b"start_time,end_time,transcription\n0," + HUGE.encode() + b",Hi\n", "csv", "too large"),
+        (
+            b"start_time,end_time,transcription\n0,99999999999,Hi\n",
+            "csv",
+            "line 2: end_time is too large: times must be below 100,000 hours",
+        ),
+        (
+            b"start_time,end_time,transcription\n" + ENORMOUS.encode() + b":00:00:00,1,Hi\n",
+            "csv",
+            "",
+        ),
+        (b"start_time,end_time,transcription\n0,1,Hi\x00\n", "csv", "control characters"),
+        (b"x" * 100_000 + b"\n", "srt", "line 1: expected a cue timing line"),
+    ],
+)
+def test_hostile_files_are_format_errors_with_short_messages(
+    data: bytes, fmt: str, message: str
+) -> None:
+    with pytest.raises(TranscriptFormatError) as caught:
+        normalize(parse(data, format=fmt))
+    assert message in str(caught.value)
+    assert len(str(caught.value)) < 300
+
+
+def test_a_csv_frame_rate_is_above_0_and_at_most_240() -> None:
+    data = b"start_time,end_time,transcription\n0:00:00:00,0:00:01:00,Hi\n"
+    assert parse(data, format="csv", csv_fps=240)[0].end == 1.0
+    for fps in (1e9, 240.5, 0.0, -24.0, float("nan"), float("inf")):
+        with pytest.raises(TranscriptFormatError, match="at most 240"):
+            parse(data, format="csv", csv_fps=fps)
+
+
+def test_times_up_to_100000_hours_are_read() -> None:
+    srt = b"1\n99999:00:00,000 --> 99999:59:59,999\nHi\n"
+    assert parse(srt, format="srt")[0].end == 99999 * 3600 + 3599.999
+    assert (
+        parse(b'[{"start": 0, "end": 359999999, "text": "a"}]', format="json")[0].end == 359999999
+    )
+
+
 # -- load_transcript -------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ from gateway.validation import (
     language_tag_problem,
     request_hash,
     validate_dub_request,
+    validate_list_request,
     validate_submit_request,
 )
 
@@ -132,9 +133,21 @@ def test_submit_request_without_request() -> None:
 
 def test_limits_from_settings() -> None:
     settings = GatewaySettings(max_segments=7, max_characters=99)
-    limits = Limits.from_settings(settings)
+    limits = Limits.from_settings(settings, bus_max_payload=1024 * 1024)
     assert (limits.max_segments, limits.max_characters) == (7, 99)
     assert limits.max_segment_characters == Limits().max_segment_characters
+    assert limits.max_request_bytes == 1024 * 1024 - 4096  # a job fits in a NATS message
+    # A bus that carries more still does not make a job larger than a response may be.
+    large = Limits.from_settings(settings, bus_max_payload=64 * 1024 * 1024)
+    assert large.max_request_bytes == 3 * 1024 * 1024
+
+
+def test_request_size() -> None:
+    req = transcript_request()
+    limits = Limits(max_request_bytes=req.ByteSize())
+    assert fields(req, limits) == []
+    req.labels["one"] = "more"
+    assert fields(req, limits) == ["request"]
 
 
 # -- work, languages, provider -------------------------------------------------------
@@ -265,9 +278,26 @@ def test_segment_end_must_be_after_start(end: float) -> None:
     assert fields(with_segments(segment(0, 1), segment(2, end))) == [f"{SEGMENTS}[1].end"]
 
 
-@pytest.mark.parametrize("text", ["", "   ", "\n\t"])
+@pytest.mark.parametrize(
+    "text",
+    ["", "   ", "\n\t", "\u200b", "\t\n\r \u3000", "\ufeff\u2060\u00a0", "\u0301"],
+)
 def test_segment_text_must_not_be_blank(text: str) -> None:
+    # Invisible characters (zero-width space, word joiner, a lone combining accent) would be
+    # dubbed as silence: they are blank too.
     assert fields(with_segments(segment(0, 1, text))) == [f"{SEGMENTS}[0].text"]
+
+
+@pytest.mark.parametrize("text", ["\x00", "Bon\x00jour", "a\x07b", "\x1b[31mrouge", "a\x9fb"])
+def test_segment_text_must_not_hold_control_characters(text: str) -> None:
+    violations = validate_dub_request(with_segments(segment(0, 1, text)), Limits())
+    [(field, description)] = violations
+    assert field == f"{SEGMENTS}[0].text" and "control characters" in description
+
+
+@pytest.mark.parametrize("text", ["Ça va ?", "a\tb\nc\r", "\u200bOui", "…", "42", "♪"])
+def test_segment_text_with_a_visible_character_is_fine(text: str) -> None:
+    assert fields(with_segments(segment(0, 1, text))) == []
 
 
 def test_segment_text_length() -> None:
@@ -879,3 +909,19 @@ def test_request_hash_ignores_unknown_fields() -> None:
     extra.MergeFromString(req.SerializeToString() + b"\xb8\x3e\x01")
     assert extra.SerializeToString() != req.SerializeToString()
     assert request_hash(extra) == request_hash(req)
+
+
+# -- ListJobs -------------------------------------------------------------------------
+
+
+def test_list_states_and_views_must_exist() -> None:
+    ok = pb.ListJobsRequest(states=[pb.Job.State.STATE_QUEUED], view=pb.JOB_VIEW_FULL)
+    assert validate_list_request(ok) == []
+    assert validate_list_request(pb.ListJobsRequest()) == []
+    bad = pb.ListJobsRequest(states=[1, 99, -1, 0], view=7)  # type: ignore[list-item,arg-type]
+    assert [f for f, _ in validate_list_request(bad)] == [
+        "states[1]",
+        "states[2]",
+        "states[3]",
+        "view",
+    ]

@@ -225,24 +225,27 @@ class DubbingClient:
         *,
         states: Sequence[pb.Job.State.ValueType] = (),
         page_size: int = 0,
+        view: pb.JobView.ValueType = pb.JOB_VIEW_BASIC,
     ) -> AsyncGenerator[pb.Job, None]:
         """All jobs (in ``states`` if given), newest first, fetching page after page.
 
-        ``page_size`` 0 lets the gateway choose (50). Stop iterating to stop fetching.
+        ``page_size`` 0 lets the gateway choose (50); pages may be shorter. The basic
+        view leaves out each request's work (segments, media options) and the timing
+        report; ``view=pb.JOB_VIEW_FULL`` has them, or :meth:`get` one job. Stop
+        iterating to stop fetching.
         """
         token = ""
         while True:
-            response = await self._list_page(states, page_size, token)
+            response = await self._list_page(
+                pb.ListJobsRequest(page_size=page_size, page_token=token, states=states, view=view)
+            )
             for job in response.jobs:
                 yield job
             token = response.next_page_token
             if not token:
                 return
 
-    async def _list_page(
-        self, states: Sequence[pb.Job.State.ValueType], page_size: int, token: str
-    ) -> pb.ListJobsResponse:
-        message = pb.ListJobsRequest(page_size=page_size, page_token=token, states=states)
+    async def _list_page(self, message: pb.ListJobsRequest) -> pb.ListJobsResponse:
         return await self._unary(lambda: self._stub.ListJobs(message, timeout=self.timeout))
 
     async def cancel(self, job_id: str) -> pb.Job:

@@ -104,14 +104,18 @@ def _segment(raw: _RawSegment) -> pb.Segment:
     if end <= start:
         raise TranscriptError(f"{raw.where}: 'end' ({end:g} s) must be after 'start' ({start:g} s)")
     if not isinstance(raw.text, str):
-        raise TranscriptError(f"{raw.where}: 'text' must be a string, got {raw.text!r}")
-    if not raw.text.strip():
-        raise TranscriptError(f"{raw.where}: 'text' is empty")
+        raise TranscriptError(
+            f"{raw.where}: 'text' must be a string, got {transcripts.brief(raw.text)}"
+        )
+    if (problem := transcripts.text_problem(raw.text)) is not None:
+        raise TranscriptError(f"{raw.where}: 'text' {problem}")
     speaker = raw.speaker if raw.speaker is not None else ""
     if isinstance(speaker, int) and not isinstance(speaker, bool):
         speaker = str(speaker)
     if not isinstance(speaker, str):
-        raise TranscriptError(f"{raw.where}: 'speaker' must be a string, got {raw.speaker!r}")
+        raise TranscriptError(
+            f"{raw.where}: 'speaker' must be a string, got {transcripts.brief(raw.speaker)}"
+        )
     return pb.Segment(
         start=duration(start), end=duration(end), text=raw.text.strip(), speaker=speaker
     )

@@ -20,8 +20,11 @@ Normalization policy, in this order:
    found")``.
 2. A cue that ends at or before its start is an error naming its line: it is a broken
    file, not something to guess about.
-3. Cues whose text is empty (after the readers removed markup) are dropped, with a note.
-   If nothing is left: "no cues found".
+3. Cues whose text is blank (empty after the readers removed markup, or only spaces and
+   invisible characters such as U+200B) are dropped, with a note. If nothing is left: "no
+   cues found". A cue whose text holds a control character (a NUL, say) is an error
+   naming its line. Both follow :func:`text_problem`, the rule the service holds every
+   segment's text to.
 4. Cues are sorted by start time; the sort is stable, so cues that start together keep
    their file order. A note says when the file was out of order.
 5. Overlaps: when a cue starts before the previous one ends, the previous one is ended
@@ -36,22 +39,36 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ._csv import parse_csv
+from ._csv import MAX_FPS, parse_csv, valid_fps
 from ._decode import decode_text
 from ._json import parse_json, parse_seconds
-from ._model import Cue, TranscriptFormatError, clock
+from ._model import (
+    MAX_SECONDS,
+    Cue,
+    TranscriptFormatError,
+    brief,
+    clock,
+    is_blank,
+    text_problem,
+)
 from ._subtitles import parse_subtitles
 
 __all__ = [
     "FORMATS",
+    "MAX_FPS",
+    "MAX_SECONDS",
     "MIN_DURATION",
     "Cue",
     "TranscriptFormatError",
+    "brief",
     "decode_text",
     "format_for",
+    "is_blank",
     "normalize",
     "parse",
     "parse_seconds",
+    "text_problem",
+    "valid_fps",
 ]
 
 # File extension -> format name.
@@ -69,7 +86,7 @@ def format_for(filename: str) -> str:
     suffix = filename[dot:].lower() if dot > slash + 1 else ""
     if suffix not in FORMATS:
         raise TranscriptFormatError(
-            f"unsupported transcript format {suffix or '(no extension)'!r}; "
+            f"unsupported transcript format {brief(suffix) if suffix else '(no extension)'}; "
             f"supported: {', '.join(sorted(FORMATS))}"
         )
     return FORMATS[suffix]
@@ -83,7 +100,7 @@ def parse(data: bytes, *, format: str, csv_fps: float | None = None) -> list[Cue
     """
     if format not in FORMATS.values():
         raise TranscriptFormatError(
-            f"unknown format {format!r}; supported: {', '.join(sorted(FORMATS.values()))}"
+            f"unknown format {brief(format)}; supported: {', '.join(sorted(FORMATS.values()))}"
         )
     text = decode_text(data)
     if format == "srt":
@@ -114,10 +131,14 @@ def normalize(cues: list[Cue]) -> tuple[list[Cue], list[str]]:
     kept: list[Cue] = []
     for cue in cues:
         text = cue.text.strip()
-        if text:
-            kept.append(replace(cue, text=text) if text != cue.text else cue)
-        else:
+        if is_blank(text):
             notes.append(f"{_where(cue)}: dropped a cue with no text")
+            continue
+        problem = text_problem(text)
+        if problem is not None:
+            where = "" if cue.line else f"{_where(cue)}: "
+            raise TranscriptFormatError(f"{where}the text {problem}", line=cue.line or None)
+        kept.append(replace(cue, text=text) if text != cue.text else cue)
     if not kept:
         raise TranscriptFormatError("no cues found (every cue is empty)")
     ordered = sorted(kept, key=lambda c: c.start)

@@ -16,7 +16,11 @@ A time is one of:
   plus one must be a standard rate (24, 25, 30, 50 or 60), i.e. the file shows the last
   frame of a second at least once. A file whose frames stop short of that (say, at 12)
   could be any rate above, so it is refused with an error asking for ``csv_fps``
-  rather than guessed. (29.97 fps drop-frame timecode is read as 30 fps.)
+  rather than guessed. (29.97 fps drop-frame timecode is read as 30 fps.) A rate that is
+  given must be above 0 and at most :data:`MAX_FPS` (240), the rule the API holds every
+  ``csv_fps`` to (:func:`valid_fps`).
+
+Times must be below 100,000 hours (hours have at most five digits).
 """
 
 from __future__ import annotations
@@ -27,15 +31,18 @@ import math
 import re
 from dataclasses import dataclass
 
-from ._model import Cue, TranscriptFormatError
+from ._model import Cue, TranscriptFormatError, brief, checked_seconds
 
 REQUIRED = ("start_time", "end_time", "transcription")
 OPTIONAL = ("speaker", "translation")
 STANDARD_FPS = (24, 25, 30, 50, 60)
+# Highest frame rate of h:mm:ss:frame timecodes, in the CSV files read here and in the
+# ones a media job hands to a provider (MediaDubbing.csv_fps).
+MAX_FPS = 240.0
 
 _SECONDS = re.compile(r"^\d+(?:\.\d+)?$")
-_CLOCK = re.compile(r"^(\d+):(\d{1,2}):(\d{1,2})[,.](\d{1,3})$")
-_FRAMES = re.compile(r"^(\d+):(\d{1,2}):(\d{1,2}):(\d{1,3})$")
+_CLOCK = re.compile(r"^(\d{1,5}):(\d{1,2}):(\d{1,2})[,.](\d{1,3})$")
+_FRAMES = re.compile(r"^(\d{1,5}):(\d{1,2}):(\d{1,2}):(\d{1,3})$")
 _FORMS = "seconds ('1.5'), 'h:mm:ss,mmm' or 'h:mm:ss:frame'"
 
 
@@ -56,17 +63,22 @@ class _Row:
     speaker: str
 
 
+def valid_fps(fps: float) -> bool:
+    """Whether `fps` is a frame rate a CSV's timecodes may have: above 0, at most MAX_FPS."""
+    return math.isfinite(fps) and 0 < fps <= MAX_FPS
+
+
 def _time(value: str, column: str, line: int) -> _Time:
     text = value.strip()
     if _SECONDS.match(text):
-        return _Time(float(text))
+        return _Time(checked_seconds(float(text), column, line=line))
     match = _CLOCK.match(text) or _FRAMES.match(text)
     if match is None:
-        raise TranscriptFormatError(f"bad {column} {value!r}: expected {_FORMS}", line=line)
+        raise TranscriptFormatError(f"bad {column} {brief(value)}: expected {_FORMS}", line=line)
     hours, minutes, secs, last = match.groups()
     if int(minutes) >= 60 or int(secs) >= 60:
         raise TranscriptFormatError(
-            f"bad {column} {value!r}: minutes and seconds must be below 60", line=line
+            f"bad {column} {brief(value)}: minutes and seconds must be below 60", line=line
         )
     whole = int(hours) * 3600 + int(minutes) * 60 + int(secs)
     if match.re is _CLOCK:
@@ -85,8 +97,10 @@ def _frame_rate(rows: list[_Row], csv_fps: float | None) -> float | None:
         (t.frame, row.line) for row in rows for t in (row.start, row.end) if t.frame is not None
     ]
     if csv_fps is not None:
-        if not math.isfinite(csv_fps) or csv_fps <= 0:
-            raise TranscriptFormatError(f"csv_fps must be a positive frame rate, got {csv_fps!r}")
+        if not valid_fps(csv_fps):
+            raise TranscriptFormatError(
+                f"csv_fps must be a frame rate above 0 and at most {MAX_FPS:g}, got {csv_fps!r}"
+            )
         for frame, line in framed:
             if frame >= csv_fps:
                 raise TranscriptFormatError(
@@ -133,7 +147,7 @@ def parse_csv(text: str, *, csv_fps: float | None = None) -> list[Cue]:
             for position, name in enumerate(fields):
                 key = name.strip().lower()
                 if key in header:
-                    raise TranscriptFormatError(f"column {key!r} appears twice", line=line)
+                    raise TranscriptFormatError(f"column {brief(key)} appears twice", line=line)
                 header[key] = position
             missing = [name for name in REQUIRED if name not in header]
             if missing:

@@ -36,12 +36,12 @@ import html
 import re
 from dataclasses import dataclass, field
 
-from ._model import Cue, TranscriptFormatError
+from ._model import Cue, TranscriptFormatError, brief, checked_seconds
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
-_TIMESTAMP = r"(?:\d+:)?\d{1,2}:\d{1,2}[.,]\d{1,3}"
+_TIMESTAMP = r"(?:\d{1,5}:)?\d{1,2}:\d{1,2}[.,]\d{1,3}"
 _TIMING = re.compile(rf"^\s*(?P<start>{_TIMESTAMP})\s*-->\s*(?P<end>{_TIMESTAMP})(?:\s.*)?$")
-_TIME_PARTS = re.compile(r"^(?:(\d+):)?(\d{1,2}):(\d{1,2})[.,](\d{1,3})$")
+_TIME_PARTS = re.compile(r"^(?:(\d{1,5}):)?(\d{1,2}):(\d{1,2})[.,](\d{1,3})$")
 # A line that begins like a timestamp: a timing line whose arrow is missing or mangled.
 _LOOKS_LIKE_TIMING = re.compile(r"^\s*\d+:\d{1,2}(?::\d{1,2})?[.,]\d")
 _VOICE = re.compile(r"<v(?:\.[^\s>]*)?[ \t]+([^>]+)>")
@@ -74,14 +74,14 @@ def _seconds(stamp: str, line: int) -> float:
             f"bad timestamp {stamp!r}: minutes and seconds must be below 60", line=line
         )
     whole = int(hours or 0) * 3600 + int(minutes) * 60 + int(secs)
-    return whole + int(frac) / 10.0 ** len(frac)
+    return checked_seconds(whole + int(frac) / 10.0 ** len(frac), "the time", line=line)
 
 
 def _timing(text: str, line: int, example: str) -> tuple[float, float]:
     match = _TIMING.match(text)
     if match is None:
         raise TranscriptFormatError(
-            f"bad timing line {text.strip()!r}, expected '{example}'", line=line
+            f"bad timing line {brief(text.strip())}, expected '{example}'", line=line
         )
     return _seconds(match["start"], line), _seconds(match["end"], line)
 
@@ -146,7 +146,7 @@ def parse_subtitles(text: str, *, vtt: bool) -> list[Cue]:
                 continue
             if _LOOKS_LIKE_TIMING.match(line):
                 raise TranscriptFormatError(
-                    f"bad timing line {line.strip()!r}, expected '{example}'", line=number
+                    f"bad timing line {brief(line.strip())}, expected '{example}'", line=number
                 )
             if cues:
                 cues[-1].text.append(line)
@@ -156,7 +156,7 @@ def parse_subtitles(text: str, *, vtt: bool) -> list[Cue]:
             if "-->" in following and (index == 0 if vtt else line.strip().isdigit()):
                 continue
             raise TranscriptFormatError(
-                f"expected a cue timing line like '{example}', got {line.strip()!r}",
+                f"expected a cue timing line like '{example}', got {brief(line.strip())}",
                 line=number,
             )
     result: list[Cue] = []

@@ -125,6 +125,42 @@ TIMING_REMEDY_TRUNCATE: TimingRemedy.ValueType  # 5
 """The end was cut with a short fade-out; see SegmentTiming.overrun."""
 Global___TimingRemedy: _TypeAlias = TimingRemedy  # noqa: Y015
 
+class _JobView:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _JobViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobView.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    JOB_VIEW_UNSPECIFIED: _JobView.ValueType  # 0
+    """The default: JOB_VIEW_BASIC."""
+    JOB_VIEW_BASIC: _JobView.ValueType  # 1
+    """The job without its largest parts: `request` keeps request_id, the
+    languages, provider, labels and auto_delete_after_hours but not its work (a
+    transcript's segments, the media options), and `result` has no timing
+    report. GetJob returns the whole job.
+    """
+    JOB_VIEW_FULL: _JobView.ValueType  # 2
+    """Every field, as GetJob returns it. Pages are then often shorter than
+    page_size.
+    """
+
+class JobView(_JobView, metaclass=_JobViewEnumTypeWrapper):
+    """How much of each job ListJobs returns (AIP-157)."""
+
+JOB_VIEW_UNSPECIFIED: JobView.ValueType  # 0
+"""The default: JOB_VIEW_BASIC."""
+JOB_VIEW_BASIC: JobView.ValueType  # 1
+"""The job without its largest parts: `request` keeps request_id, the
+languages, provider, labels and auto_delete_after_hours but not its work (a
+transcript's segments, the media options), and `result` has no timing
+report. GetJob returns the whole job.
+"""
+JOB_VIEW_FULL: JobView.ValueType  # 2
+"""Every field, as GetJob returns it. Pages are then often shorter than
+page_size.
+"""
+Global___JobView: _TypeAlias = JobView  # noqa: Y015
+
 @_typing.final
 class Segment(_message.Message):
     """---------------------------------------------------------------------------
@@ -395,7 +431,9 @@ class TranscriptFile(_message.Message):
     filename: _builtins.str
     """The file's name, to infer the format."""
     csv_fps: _builtins.float
-    """Frame rate of h:mm:ss:frame timecodes in a CSV; 0 infers it."""
+    """Frame rate of h:mm:ss:frame timecodes in a CSV; 0 infers it. Otherwise
+    above 0 and at most 240, as MediaDubbing.csv_fps.
+    """
     def __init__(
         self,
         *,
@@ -546,7 +584,9 @@ class MediaDubbing(_message.Message):
     foreground_audio_url: _builtins.str
     background_audio_url: _builtins.str
     csv_fps: _builtins.float
-    """Frame rate of h:mm:ss:frame timecodes in the CSV; 0 infers it."""
+    """Frame rate of h:mm:ss:frame timecodes in the CSV; 0 infers it. Otherwise
+    above 0 and at most 240.
+    """
     @_builtins.property
     def start_time(self) -> _duration_pb2.Duration:
         """Optional clip of the source, in whole seconds as the providers take it."""
@@ -1084,13 +1124,20 @@ class ListJobsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     STATES_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """0 means 50; values above 1000 are coerced to 1000; negative is invalid."""
     page_token: _builtins.str
-    """From a previous response; the other fields must not change between pages."""
+    """From a previous response; the filter (`states`) must not change between
+    pages.
+    """
+    view: Global___JobView.ValueType
+    """Unspecified means JOB_VIEW_BASIC."""
     @_builtins.property
     def states(self) -> _containers.RepeatedScalarFieldContainer[Global___Job.State.ValueType]:
-        """Only jobs in these states; empty means all."""
+        """Only jobs in these states; empty means all. Each must be a state the API
+        defines, not STATE_UNSPECIFIED.
+        """
 
     def __init__(
         self,
@@ -1098,10 +1145,11 @@ class ListJobsRequest(_message.Message):
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
         states: _abc.Iterable[Global___Job.State.ValueType] | None = ...,
+        view: Global___JobView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "states", b"states"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "states", b"states", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1116,7 +1164,12 @@ class ListJobsResponse(_message.Message):
     next_page_token: _builtins.str
     """Empty when there are no more pages."""
     @_builtins.property
-    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Job]: ...
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Job]:
+        """At most page_size jobs, and fewer when more would make the response large
+        (over 3 MiB of jobs; a page always holds at least one): a short page does
+        not mean the last one, an empty next_page_token does.
+        """
+
     def __init__(
         self,
         *,

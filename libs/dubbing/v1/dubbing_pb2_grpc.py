@@ -82,7 +82,9 @@ class DubbingServiceServicer:
     def SubmitDub(self, request, context):
         """Accepts a dubbing job. Idempotent by `request_id`: the same request_id with the
         same parameters returns the job created first; with different parameters it
-        fails with INVALID_ARGUMENT, reason REQUEST_ID_REUSED.
+        fails with INVALID_ARGUMENT, reason REQUEST_ID_REUSED. The request,
+        serialized with its segments, must fit in one message of the job bus (1 MiB
+        less 4 KiB with NATS's defaults) and is never over 3 MiB.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -96,7 +98,8 @@ class DubbingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListJobs(self, request, context):
-        """Lists jobs, newest first, with AIP-158 pagination.
+        """Lists jobs, newest first, with AIP-158 pagination, in the basic view by
+        default (AIP-157).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -41,12 +41,16 @@ class DubbingServiceStub:
     SubmitDub: _grpc.UnaryUnaryMultiCallable[_dubbing_pb2.SubmitDubRequest, _dubbing_pb2.SubmitDubResponse]
     """Accepts a dubbing job. Idempotent by `request_id`: the same request_id with the
     same parameters returns the job created first; with different parameters it
-    fails with INVALID_ARGUMENT, reason REQUEST_ID_REUSED.
+    fails with INVALID_ARGUMENT, reason REQUEST_ID_REUSED. The request,
+    serialized with its segments, must fit in one message of the job bus (1 MiB
+    less 4 KiB with NATS's defaults) and is never over 3 MiB.
     """
     GetJob: _grpc.UnaryUnaryMultiCallable[_dubbing_pb2.GetJobRequest, _dubbing_pb2.GetJobResponse]
     """Returns one job."""
     ListJobs: _grpc.UnaryUnaryMultiCallable[_dubbing_pb2.ListJobsRequest, _dubbing_pb2.ListJobsResponse]
-    """Lists jobs, newest first, with AIP-158 pagination."""
+    """Lists jobs, newest first, with AIP-158 pagination, in the basic view by
+    default (AIP-157).
+    """
     CancelJob: _grpc.UnaryUnaryMultiCallable[_dubbing_pb2.CancelJobRequest, _dubbing_pb2.CancelJobResponse]
     """Cancels a queued or running job. Cancelling a finished job is FAILED_PRECONDITION."""
     WatchJob: _grpc.UnaryStreamMultiCallable[_dubbing_pb2.WatchJobRequest, _dubbing_pb2.WatchJobResponse]
@@ -70,12 +74,16 @@ class DubbingServiceAsyncStub(DubbingServiceStub):
     SubmitDub: _aio.UnaryUnaryMultiCallable[_dubbing_pb2.SubmitDubRequest, _dubbing_pb2.SubmitDubResponse]  # type: ignore[assignment]
     """Accepts a dubbing job. Idempotent by `request_id`: the same request_id with the
     same parameters returns the job created first; with different parameters it
-    fails with INVALID_ARGUMENT, reason REQUEST_ID_REUSED.
+    fails with INVALID_ARGUMENT, reason REQUEST_ID_REUSED. The request,
+    serialized with its segments, must fit in one message of the job bus (1 MiB
+    less 4 KiB with NATS's defaults) and is never over 3 MiB.
     """
     GetJob: _aio.UnaryUnaryMultiCallable[_dubbing_pb2.GetJobRequest, _dubbing_pb2.GetJobResponse]  # type: ignore[assignment]
     """Returns one job."""
     ListJobs: _aio.UnaryUnaryMultiCallable[_dubbing_pb2.ListJobsRequest, _dubbing_pb2.ListJobsResponse]  # type: ignore[assignment]
-    """Lists jobs, newest first, with AIP-158 pagination."""
+    """Lists jobs, newest first, with AIP-158 pagination, in the basic view by
+    default (AIP-157).
+    """
     CancelJob: _aio.UnaryUnaryMultiCallable[_dubbing_pb2.CancelJobRequest, _dubbing_pb2.CancelJobResponse]  # type: ignore[assignment]
     """Cancels a queued or running job. Cancelling a finished job is FAILED_PRECONDITION."""
     WatchJob: _aio.UnaryStreamMultiCallable[_dubbing_pb2.WatchJobRequest, _dubbing_pb2.WatchJobResponse]  # type: ignore[assignment]
@@ -102,7 +110,9 @@ class DubbingServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_dubbing_pb2.SubmitDubResponse, _abc.Awaitable[_dubbing_pb2.SubmitDubResponse]]:
         """Accepts a dubbing job. Idempotent by `request_id`: the same request_id with the
         same parameters returns the job created first; with different parameters it
-        fails with INVALID_ARGUMENT, reason REQUEST_ID_REUSED.
+        fails with INVALID_ARGUMENT, reason REQUEST_ID_REUSED. The request,
+        serialized with its segments, must fit in one message of the job bus (1 MiB
+        less 4 KiB with NATS's defaults) and is never over 3 MiB.
         """
 
     @_abc_1.abstractmethod
@@ -119,7 +129,9 @@ class DubbingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _dubbing_pb2.ListJobsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_dubbing_pb2.ListJobsResponse, _abc.Awaitable[_dubbing_pb2.ListJobsResponse]]:
-        """Lists jobs, newest first, with AIP-158 pagination."""
+        """Lists jobs, newest first, with AIP-158 pagination, in the basic view by
+        default (AIP-157).
+        """
 
     @_abc_1.abstractmethod
     def CancelJob(
