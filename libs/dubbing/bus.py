@@ -11,13 +11,16 @@ Streams, subjects and buckets::
     dubbing.cancel.<job_id>       core NATS, gateway -> workers    "stop working on it" (StopNotice)
     KV  dubbing_workers           worker adverts (capabilities), expire unless refreshed
     KV  dubbing_cancelled         job ids cancelled by a client
-    OBJ dubbing_results           result audio, one object per job attempt
+    OBJ dubbing_results           result audio, one object per run of an attempt
+    OBJ dubbing_requests          a job's request when it is too large to travel in its message
     OBJ dubbing_assets            uploaded files (background tracks), expire after max age
 
-A job message is one attempt: it carries the serialized ``dubbing.v1.DubRequest``,
-and in headers the job id and the attempt number the gateway's database issued
-for it. ``Nats-Msg-Id`` is ``<job_id>:<attempt>``, so a re-published outbox row is
-dropped by the stream's duplicate window while the next attempt is a new message.
+A job message is one attempt: it carries the serialized ``dubbing.v1.DubRequest``
+(or, when that would not fit in one NATS message, the name of the object in
+REQUESTS_BUCKET that holds it), and in headers the job id and the attempt number
+the gateway's database issued for it. ``Nats-Msg-Id`` is ``<job_id>:<attempt>``,
+so a re-published outbox row is dropped by the stream's duplicate window while
+the next attempt is a new message.
 
 A worker claims a message by storing its STARTED event, then acks it at once:
 from then on the run lives on its lease in the database (renewed by
@@ -50,6 +53,7 @@ WORKERS_BUCKET = "dubbing_workers"
 CANCELLED_BUCKET = "dubbing_cancelled"
 RESULTS_BUCKET = "dubbing_results"
 ASSETS_BUCKET = "dubbing_assets"
+REQUESTS_BUCKET = "dubbing_requests"
 # Public asset names are "assets/<id>"; the object in ASSETS_BUCKET is named <id>.
 ASSET_NAME_PREFIX = "assets/"
 GATEWAY_EVENTS_CONSUMER = "gateway-events"
@@ -63,6 +67,8 @@ HEADER_MAX_ATTEMPTS = "Dubbing-Max-Attempts"
 # Messages from gateways before attempts were issued by the database: the attempt
 # was this base plus JetStream's delivery count.
 HEADER_ATTEMPT_BASE = "Dubbing-Attempt-Base"
+# Set when the request is in REQUESTS_BUCKET under this name (the payload is then empty).
+HEADER_REQUEST_OBJECT = "Dubbing-Request-Object"
 HEADER_MSG_ID = "Nats-Msg-Id"
 
 
@@ -117,6 +123,11 @@ def subject_token(text: str) -> str:
     return f"{safe}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
+def request_object_name(job_id: str) -> str:
+    # One per job: every attempt carries the same request.
+    return job_id
+
+
 def result_object_name(job_id: str, attempt: int, run_id: str) -> str:
     # One object per run: neither a superseded attempt nor a second run of the
     # same attempt (a redelivered message) may overwrite the result the job points to.
@@ -130,10 +141,12 @@ class JobMessage:
     job_id: str
     kind: JobKind
     provider: str
-    request: bytes  # serialized dubbing.v1.DubRequest
+    request: bytes  # serialized dubbing.v1.DubRequest; empty when request_object is set
     attempt: int = 1
     # 0: not said (an older gateway); the worker then uses its own setting.
     max_attempts: int = 0
+    # The object in REQUESTS_BUCKET that holds the request, for one too large to inline.
+    request_object: str = ""
 
     @property
     def subject(self) -> str:
@@ -144,12 +157,15 @@ class JobMessage:
         return f"{self.job_id}:{self.attempt}"
 
     def headers(self) -> dict[str, str]:
-        return {
+        headers = {
             HEADER_MSG_ID: self.msg_id,
             HEADER_JOB_ID: self.job_id,
             HEADER_ATTEMPT: str(self.attempt),
             HEADER_MAX_ATTEMPTS: str(self.max_attempts),
         }
+        if self.request_object:
+            headers[HEADER_REQUEST_OBJECT] = self.request_object
+        return headers
 
     @classmethod
     def decode(
@@ -183,6 +199,7 @@ class JobMessage:
             request=data,
             attempt=attempt,
             max_attempts=int(headers.get(HEADER_MAX_ATTEMPTS, "0")),
+            request_object=headers.get(HEADER_REQUEST_OBJECT, ""),
         )
 
 

@@ -43,6 +43,8 @@ class Reason(enum.StrEnum):
     PROVIDER_ERROR = "PROVIDER_ERROR"
     MAX_DELIVERIES_EXCEEDED = "MAX_DELIVERIES_EXCEEDED"
     INVALID_JOB_MESSAGE = "INVALID_JOB_MESSAGE"
+    JOB_UNDELIVERABLE = "JOB_UNDELIVERABLE"  # the work queue refused its message, again and again
+    REQUEST_NOT_STORED = "REQUEST_NOT_STORED"  # a large request's object was gone when claimed
     ENCODING_FAILED = "ENCODING_FAILED"
     INTERNAL = "INTERNAL"
     # Infrastructure (UNAVAILABLE)

@@ -39,6 +39,10 @@ DUPLICATE_WINDOW_SECONDS = 120.0
 LEASES_MAX_AGE_SECONDS = 300.0
 # How long an uploaded asset is kept when the bucket is first created.
 ASSET_MAX_AGE_SECONDS = 7 * 24 * 3600.0
+# How long a large job's request is kept after it was (last) dispatched: the relay
+# stores it again at every dispatch, so only a job waiting that long to be claimed
+# would miss it.
+REQUESTS_MAX_AGE_SECONDS = 7 * 24 * 3600.0
 
 
 class BusUnavailable(Exception):
@@ -168,6 +172,7 @@ async def ensure_topology(
     await workers_kv(js, replicas=replicas)
     await cancelled_kv(js, replicas=replicas)
     await results_store(js, replicas=replicas)
+    await requests_store(js, replicas=replicas)
     await assets_store(js, replicas=replicas, max_age_seconds=asset_max_age_seconds)
 
 
@@ -209,6 +214,19 @@ async def results_store(js: JetStreamContext, *, replicas: int = 1) -> ObjectSto
         return await js.create_object_store(
             bus.RESULTS_BUCKET,
             config=ObjectStoreConfig(storage=StorageType.FILE, replicas=replicas),
+        )
+
+
+async def requests_store(js: JetStreamContext, *, replicas: int = 1) -> ObjectStore:
+    """Requests too large to travel inside their job message (see ``bus.JobMessage``)."""
+    try:
+        return await js.object_store(bus.REQUESTS_BUCKET)
+    except (NotFoundError, BadRequestError):
+        return await js.create_object_store(
+            bus.REQUESTS_BUCKET,
+            config=ObjectStoreConfig(
+                storage=StorageType.FILE, replicas=replicas, ttl=REQUESTS_MAX_AGE_SECONDS
+            ),
         )
 
 

@@ -67,7 +67,9 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event) -> None:
     hub = WatchHub()
     await hub.start(nc)
     registry = WorkerRegistry(nc, js, await jetstream.workers_kv(js))
-    relay = OutboxRelay(store, js)
+    relay = OutboxRelay(
+        store, js, requests=await jetstream.requests_store(js), max_payload=nc.max_payload
+    )
     applier = EventApplier(store, js, hub)
     leases = LeaseApplier(store, nc, js)
     reconciler = Reconciler(store, js, hub, connectivity)
@@ -87,7 +89,7 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event) -> None:
             max_age_seconds=asset_max_age,
             max_bytes=settings.max_asset_bytes,
         ),
-        limits=Limits.from_settings(settings, bus_max_payload=nc.max_payload),
+        limits=Limits.from_settings(settings),
         page_tokens=pagination.PageTokenCodec(
             hashlib.sha256(settings.page_token_secret.encode()).digest()
         ),

@@ -170,8 +170,13 @@ class DubbingServicer(pb_grpc.DubbingServiceServicer):
                 f"invalid request: {exc.field}: {exc.description}",
                 field_violations=[(exc.field, exc.description)],
             )
-        if req is not sent:
-            request = pb.SubmitDubRequest(request=req)
+        # Fields of a newer client's that this version does not know are neither
+        # counted against the size limit nor stored (nor sent to the worker).
+        known = pb.DubRequest()
+        known.CopyFrom(req)
+        known.DiscardUnknownFields()
+        req = known
+        request = pb.SubmitDubRequest(request=req)
         violations = validate_submit_request(request, self._limits)
         if violations:
             await rpc_errors.abort(

@@ -102,7 +102,6 @@ __all__ = [
     "Limits",
     "job_id_problem",
     "language_tag_problem",
-    "request_bytes_limit",
     "request_hash",
     "validate_dub_request",
     "validate_list_request",
@@ -112,8 +111,6 @@ __all__ = [
 MAX_VIOLATIONS = 50
 
 MAX_REQUEST_BYTES = 3 * 1024 * 1024
-# What a job message holds besides the request: its subject and headers (bus.JobMessage).
-JOB_MESSAGE_HEADROOM_BYTES = 4096
 
 KNOWN_PROVIDERS = frozenset({"local", "elevenlabs", "minimax"})
 MINIMAX_EMOTIONS = frozenset(
@@ -183,32 +180,17 @@ class Limits:
     max_auto_delete_hours: int = 24 * 365
     max_programme_seconds: float = 6 * 3600
     # The request serialized, its segments included (the other limits allow ~4.8 MB:
-    # 5,000 speakers of 128 four-byte characters, 500,000 four-byte characters of text).
-    # See request_bytes_limit; the gateway uses it.
+    # 5,000 speakers of 128 four-byte characters, 500,000 four-byte characters of
+    # text). A job (its request plus a timing report of up to ~0.6 MB) must fit in
+    # the 4 MiB a default gRPC client receives, or GetJob and WatchJob could not
+    # return it. The bus is no limit: a request too large for one NATS message
+    # travels through the requests bucket (gateway.outbox).
     max_request_bytes: int = MAX_REQUEST_BYTES
 
     @classmethod
-    def from_settings(cls, settings: GatewaySettings, *, bus_max_payload: int) -> Limits:
-        """Defaults, with the transcript size limits the gateway is configured with and the
-        request size the bus carries (see :func:`request_bytes_limit`)."""
-        return cls(
-            max_segments=settings.max_segments,
-            max_characters=settings.max_characters,
-            max_request_bytes=request_bytes_limit(bus_max_payload),
-        )
-
-
-def request_bytes_limit(bus_max_payload: int) -> int:
-    """The largest request (serialized) the gateway accepts, on a NATS server whose
-    messages carry at most `bus_max_payload` bytes (its ``max_payload``, 1 MiB by default).
-
-    A job travels to its worker as one message of the request plus headers, so a larger
-    request would be accepted and never run (and hold up the jobs behind it). And a job
-    (its request plus a timing report of up to ~0.5 MB) must fit in the 4 MiB a default
-    gRPC client receives, or GetJob and WatchJob could not return it: never over
-    :data:`MAX_REQUEST_BYTES` (3 MiB), whatever the bus carries.
-    """
-    return min(MAX_REQUEST_BYTES, bus_max_payload - JOB_MESSAGE_HEADROOM_BYTES)
+    def from_settings(cls, settings: GatewaySettings) -> Limits:
+        """Defaults, with the transcript size limits the gateway is configured with."""
+        return cls(max_segments=settings.max_segments, max_characters=settings.max_characters)
 
 
 def validate_submit_request(

@@ -35,14 +35,17 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nats.errors
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.errors import ObjectNotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from dubbing import artifacts, bus, jetstream
 from dubbing.errors import Reason
@@ -57,6 +60,13 @@ from worker.providers import PermanentProviderError, Provider, TransientProvider
 from worker.transcript import dub_transcript
 
 log = get_logger(__name__)
+
+
+class RequestGone(Exception):
+    """The requests bucket no longer holds the job's request (kept 7 days per dispatch)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"the job's request ({name}) is no longer stored")
 
 
 class _Stop(enum.StrEnum):
@@ -94,6 +104,7 @@ class Worker:
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
         self._results: ObjectStore | None = None
+        self._requests: ObjectStore | None = None
         self._fetcher: BackgroundFetcher | None = None
         self._cancelled: KeyValue | None = None
         self._workers_kv: KeyValue | None = None
@@ -111,6 +122,7 @@ class Worker:
         self._js = js = nc.jetstream()
         await jetstream.ensure_topology(js, replicas=s.stream_replicas)
         self._results = await jetstream.results_store(js)
+        self._requests = await jetstream.requests_store(js)
         self._fetcher = BackgroundFetcher(await jetstream.assets_store(js))
         self._cancelled = await jetstream.cancelled_kv(js)
         self._workers_kv = await jetstream.workers_kv(js)
@@ -238,7 +250,20 @@ class Worker:
         delivered = msg.metadata.num_delivered
         try:
             job = bus.JobMessage.decode(msg.subject, msg.headers, msg.data, num_delivered=delivered)
-            request = pb.DubRequest.FromString(job.request)
+        except Exception as exc:
+            await self._reject(msg, run_id, exc)
+            return
+        try:
+            request = pb.DubRequest.FromString(await self._request_bytes(job))
+        except ObjectNotFoundError:
+            await self._reject(
+                msg, run_id, RequestGone(job.request_object), Reason.REQUEST_NOT_STORED
+            )
+            return
+        except (nats.errors.Error, artifacts.IncompleteObject) as exc:  # redelivered later
+            log.warning("request_load_failed", job_id=job.job_id, error=repr(exc))
+            await msg.nak(delay=1.0)
+            return
         except Exception as exc:
             await self._reject(msg, run_id, exc)
             return
@@ -274,7 +299,24 @@ class Worker:
         finally:
             structlog.contextvars.unbind_contextvars("job_id", "request_id", "attempt", "run_id")
 
-    async def _reject(self, msg: Msg, run_id: str, exc: Exception) -> None:
+    async def _request_bytes(self, job: bus.JobMessage) -> bytes:
+        """The serialized request: in the message, or in the requests bucket when it
+        was too large for one (a short read is retried: see IncompleteObject)."""
+        if not job.request_object:
+            return job.request
+        assert self._requests is not None
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(artifacts.IncompleteObject),
+            stop=stop_after_attempt(3),
+            reraise=True,
+        ):
+            with attempt:
+                return await artifacts.read(self._requests, job.request_object)
+        raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    async def _reject(
+        self, msg: Msg, run_id: str, exc: Exception, reason: Reason = Reason.INVALID_JOB_MESSAGE
+    ) -> None:
         """A message nobody can ever run: fail its job if it names one, and drop it."""
         assert self._js is not None
         log.error("invalid_job_message", subject=msg.subject, error=repr(exc))
@@ -290,7 +332,7 @@ class Worker:
                 worker_id=self.worker_id,
             ).emit(
                 bus.EventType.FAILED,
-                error=bus.ErrorDetail("INTERNAL", Reason.INVALID_JOB_MESSAGE, str(exc)),
+                error=bus.ErrorDetail("INTERNAL", reason, str(exc)),
             )
         await msg.term()
 
@@ -312,7 +354,13 @@ class Worker:
             claimed = True
             self._leases.add(bus.RunRef(job.job_id, job.attempt, inflight.run_id))
             await self._ack(msg)
-            log.info("job_started", provider=job.provider, delivered=msg.metadata.num_delivered)
+            log.info(
+                "job_started",
+                provider=job.provider,
+                delivered=msg.metadata.num_delivered,
+                request_bytes=request.ByteSize(),
+                by_reference=bool(job.request_object),
+            )
             await self._run(job, request, provider, publisher)
             log.info("job_finished", outcome="succeeded")
         except asyncio.CancelledError:

@@ -133,13 +133,11 @@ def test_submit_request_without_request() -> None:
 
 def test_limits_from_settings() -> None:
     settings = GatewaySettings(max_segments=7, max_characters=99)
-    limits = Limits.from_settings(settings, bus_max_payload=1024 * 1024)
+    limits = Limits.from_settings(settings)
     assert (limits.max_segments, limits.max_characters) == (7, 99)
     assert limits.max_segment_characters == Limits().max_segment_characters
-    assert limits.max_request_bytes == 1024 * 1024 - 4096  # a job fits in a NATS message
-    # A bus that carries more still does not make a job larger than a response may be.
-    large = Limits.from_settings(settings, bus_max_payload=64 * 1024 * 1024)
-    assert large.max_request_bytes == 3 * 1024 * 1024
+    # Whatever the bus carries: a job must fit in a default client's response.
+    assert limits.max_request_bytes == 3 * 1024 * 1024
 
 
 def test_request_size() -> None:
