@@ -215,7 +215,9 @@ async def dub_transcript(
             total = max(total, background_pcm.seconds)
         placement = await asyncio.to_thread(writer.close, total)
     finally:
-        if bg_task is not None and not bg_task.done():
+        if bg_task is not None:
+            # Also when it already failed and nothing awaited it (the job was cancelled
+            # first): gathering retrieves its exception, which asyncio would else log.
             bg_task.cancel()
             await asyncio.gather(bg_task, return_exceptions=True)
         dub.finish()

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from pathlib import Path
 
 import grpc
 import nats
+import pytest
 from nats.js.api import ConsumerInfo
 
 from dubbing import bus, devstack
@@ -16,7 +18,7 @@ from dubbing.devstack import ManagedProcess, Stack
 from dubbing.v1 import dubbing_pb2 as pb
 from dubbing.v1 import dubbing_pb2_grpc as pb_grpc
 from tests.conftest import StackFactory
-from tests.helpers import long_request, transcript_request
+from tests.helpers import long_request, rich_error, transcript_request
 
 State = pb.Job.State
 
@@ -198,3 +200,28 @@ async def work_queue_is_empty(stack: Stack) -> bool:
         return bool(info.state.messages == 0)
     finally:
         await nc.close()
+
+
+async def test_download_while_nats_is_away_is_unavailable_not_gone(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    stack = make_stack().start()
+    async with grpc.aio.insecure_channel(stack.listen) as channel:
+        stub = pb_grpc.DubbingServiceStub(channel)
+        job = (await stub.SubmitDub(pb.SubmitDubRequest(request=transcript_request()))).job
+        done = [r.job async for r in stub.WatchJob(pb.WatchJobRequest(job_id=job.id))][-1]
+        assert done.state == State.STATE_SUCCEEDED
+
+        stack.nats.stop()
+        call = stub.DownloadResult(pb.DownloadResultRequest(job_id=job.id))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async for _ in call:
+                pass
+        error = await rich_error(caught.value)
+        # Retryable, as it is: not NOT_FOUND "no longer stored", which clients give up on.
+        assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "BUS_UNAVAILABLE")
+
+        stack.nats.start().wait_for("Server is ready")
+    async with DubbingClient(stack.listen) as client:
+        await client.download(job.id, tmp_path / "out.wav")  # verifies size and SHA-256
+    assert (tmp_path / "out.wav").stat().st_size == done.result.size_bytes

@@ -275,14 +275,3 @@ async def test_a_list_page_stays_under_a_default_clients_4_mib_in_either_view(
     assert all(len(j.request.transcript.transcript.segments) == 5000 for j in full[: len(ours)])
     got = await stub.GetJob(pb.GetJobRequest(job_id=ours[0]))
     assert got.job.request == full[0].request
-
-
-async def test_a_request_larger_than_a_job_message_is_refused(
-    stub: pb_grpc.DubbingServiceAsyncStub,
-) -> None:
-    # 500,000 CJK characters: within the character limit, but 1.5 MB serialized, more than
-    # NATS's default max_payload carries to a worker. Accepted, it would never run and
-    # would hold up the jobs behind it.
-    segments = [segment(i * 2.0, i * 2.0 + 1.5, "語" * 100) for i in range(5000)]
-    err = await refused(stub.SubmitDub(pb.SubmitDubRequest(request=transcript_request(segments))))
-    assert err.code == grpc.StatusCode.INVALID_ARGUMENT and err.fields == {"request"}
