@@ -177,8 +177,8 @@ def timing_lines(report: pb.TimingReport) -> list[str]:
             used[name] = used.get(name, 0) + 1
     stitched = sum(1 for seg in report.segments if seg.stitched_with)
     return [
-        f"segments {s.segments}, share off by > 0.3 s {s.share_duration_error_over_300ms:.1%} "
-        f"({s.share_shorter_over_300ms:.1%} shorter, {s.share_longer_over_300ms:.1%} longer), "
+        f"segments {s.segments}, share off by > 0.3 s {s.share_duration_error_over300ms:.1%} "
+        f"({s.share_shorter_over300ms:.1%} shorter, {s.share_longer_over300ms:.1%} longer), "
         f"mean stretch {s.mean_stretch:.3f}, max stretch {s.max_stretch:.3f}, "
         f"truncations {s.truncations}, max start offset "
         f"{s.max_start_offset.ToNanoseconds() / 1e6:.1f} ms",

@@ -74,9 +74,9 @@ def timing_report(
     return pb.TimingReport(
         summary=pb.TimingSummary(
             segments=summary.segments,
-            share_duration_error_over_300ms=summary.share_off_by_more_than_0_3s,
-            share_shorter_over_300ms=summary.share_shorter_by_more_than_0_3s,
-            share_longer_over_300ms=summary.share_longer_by_more_than_0_3s,
+            share_duration_error_over300ms=summary.share_off_by_more_than_0_3s,
+            share_shorter_over300ms=summary.share_shorter_by_more_than_0_3s,
+            share_longer_over300ms=summary.share_longer_by_more_than_0_3s,
             mean_stretch=summary.mean_stretch,
             max_stretch=summary.max_stretch,
             truncations=summary.truncations,

@@ -958,8 +958,8 @@ def test_cli_shows_the_timing_report(cli: CliRunner, gateway: str, fake: FakeDub
     report = pb.TimingReport(
         summary=pb.TimingSummary(
             segments=2,
-            share_duration_error_over_300ms=0.5,
-            share_shorter_over_300ms=0.5,
+            share_duration_error_over300ms=0.5,
+            share_shorter_over300ms=0.5,
             mean_stretch=1.1,
             max_stretch=1.2,
             truncations=1,

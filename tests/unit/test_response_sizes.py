@@ -73,13 +73,13 @@ def largest_job(request: pb.DubRequest) -> pb.Job:
     job.worker_id = "w" * 255
     summary = pb.TimingSummary(
         segments=SEGMENTS,
-        share_duration_error_over_300ms=0.123456789,
+        share_duration_error_over300ms=0.123456789,
         mean_stretch=1.23456789,
         max_stretch=1.4,
         truncations=SEGMENTS,
         max_start_offset=jobstate.duration(0.123456789),
-        share_shorter_over_300ms=0.1,
-        share_longer_over_300ms=0.02,
+        share_shorter_over300ms=0.1,
+        share_longer_over300ms=0.02,
     )
     job.result.timing.summary.CopyFrom(summary)
     for i in range(SEGMENTS):

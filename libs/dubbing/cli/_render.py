@@ -82,8 +82,8 @@ def timing_summary(report: pb.TimingReport) -> str:
     """One line: how well the speech fits the transcript's windows."""
     s = report.summary
     return (
-        f"{s.segments} segments, {s.share_duration_error_over_300ms:.0%} off by > 0.3 s "
-        f"({s.share_shorter_over_300ms:.0%} shorter, {s.share_longer_over_300ms:.0%} longer), "
+        f"{s.segments} segments, {s.share_duration_error_over300ms:.0%} off by > 0.3 s "
+        f"({s.share_shorter_over300ms:.0%} shorter, {s.share_longer_over300ms:.0%} longer), "
         f"stretch mean {s.mean_stretch:.2f} max {s.max_stretch:.2f}, "
         f"{s.truncations} truncated, start offset <= {seconds(s.max_start_offset) * 1000:.0f} ms"
     )

@@ -768,27 +768,29 @@ class TimingSummary(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SEGMENTS_FIELD_NUMBER: _builtins.int
-    SHARE_DURATION_ERROR_OVER_300MS_FIELD_NUMBER: _builtins.int
+    SHARE_DURATION_ERROR_OVER300MS_FIELD_NUMBER: _builtins.int
     MEAN_STRETCH_FIELD_NUMBER: _builtins.int
     MAX_STRETCH_FIELD_NUMBER: _builtins.int
     TRUNCATIONS_FIELD_NUMBER: _builtins.int
     MAX_START_OFFSET_FIELD_NUMBER: _builtins.int
-    SHARE_SHORTER_OVER_300MS_FIELD_NUMBER: _builtins.int
-    SHARE_LONGER_OVER_300MS_FIELD_NUMBER: _builtins.int
+    SHARE_SHORTER_OVER300MS_FIELD_NUMBER: _builtins.int
+    SHARE_LONGER_OVER300MS_FIELD_NUMBER: _builtins.int
     segments: _builtins.int
-    share_duration_error_over_300ms: _builtins.float
+    share_duration_error_over300ms: _builtins.float
     """Share of segments whose speech duration differs from their window's by
     more than 0.3 s (the IWSLT 2023 dubbing-track isochrony measure), 0..1.
+    (No digit right after an underscore, AIP-140: every JSON mapping, protobufjs's
+    included, then names it shareDurationErrorOver300ms.)
     """
     mean_stretch: _builtins.float
     max_stretch: _builtins.float
     truncations: _builtins.int
-    share_shorter_over_300ms: _builtins.float
-    """share_duration_error_over_300ms split by direction: speech shorter than its
+    share_shorter_over300ms: _builtins.float
+    """share_duration_error_over300ms split by direction: speech shorter than its
     window (short lines are never slowed down) and longer (speech that borrowed
     the silence after its window, or was truncated). The two add up to it.
     """
-    share_longer_over_300ms: _builtins.float
+    share_longer_over300ms: _builtins.float
     @_builtins.property
     def max_start_offset(self) -> _duration_pb2.Duration:
         """Largest distance between a segment's window start and its speech start:
@@ -799,17 +801,17 @@ class TimingSummary(_message.Message):
         self,
         *,
         segments: _builtins.int = ...,
-        share_duration_error_over_300ms: _builtins.float = ...,
+        share_duration_error_over300ms: _builtins.float = ...,
         mean_stretch: _builtins.float = ...,
         max_stretch: _builtins.float = ...,
         truncations: _builtins.int = ...,
         max_start_offset: _duration_pb2.Duration | None = ...,
-        share_shorter_over_300ms: _builtins.float = ...,
-        share_longer_over_300ms: _builtins.float = ...,
+        share_shorter_over300ms: _builtins.float = ...,
+        share_longer_over300ms: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["max_start_offset", b"max_start_offset"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_start_offset", b"max_start_offset", "max_stretch", b"max_stretch", "mean_stretch", b"mean_stretch", "segments", b"segments", "share_duration_error_over_300ms", b"share_duration_error_over_300ms", "share_longer_over_300ms", b"share_longer_over_300ms", "share_shorter_over_300ms", b"share_shorter_over_300ms", "truncations", b"truncations"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_start_offset", b"max_start_offset", "max_stretch", b"max_stretch", "mean_stretch", b"mean_stretch", "segments", b"segments", "share_duration_error_over300ms", b"share_duration_error_over300ms", "share_longer_over300ms", b"share_longer_over300ms", "share_shorter_over300ms", b"share_shorter_over300ms", "truncations", b"truncations"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
