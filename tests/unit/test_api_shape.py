@@ -37,4 +37,3 @@ def test_json_names_are_the_lower_camel_case_every_runtime_derives() -> None:
         for field in message.fields:
             head, *rest = field.name.split("_")
             assert field.json_name == head + "".join(w.capitalize() for w in rest), field.full_name
-
