@@ -9,7 +9,6 @@ import hashlib
 import grpc
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from dubbing import jetstream
 from dubbing.jobstate import AttemptPolicy
@@ -18,7 +17,7 @@ from dubbing.process import StartupError
 from dubbing.settings import GatewaySettings
 from dubbing.v1 import dubbing_pb2 as pb
 from dubbing.v1 import dubbing_pb2_grpc as pb_grpc
-from gateway import decoding, pagination
+from gateway import decoding, pagination, reflection
 from gateway.assets import AssetStore
 from gateway.events import EventApplier
 from gateway.leases import LeaseApplier
@@ -110,9 +109,7 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event) -> None:
     pb_grpc.add_DubbingServiceServicer_to_server(servicer, server)
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    reflection.enable(server, (SERVICE_NAME, health.SERVICE_NAME))
     try:
         port = server.add_insecure_port(settings.listen)
     except RuntimeError as exc:

@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 import pyloudnorm
 import pytest
-from google.protobuf import duration_pb2
+from google.protobuf import descriptor_pb2, duration_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -366,6 +366,33 @@ async def test_health_and_reflection(channel: grpc.aio.Channel) -> None:
     ):
         names |= {s.name for s in response.list_services_response.service}
     assert "dubbing.v1.DubbingService" in names and "grpc.health.v1.Health" in names
+    assert {
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    } <= names
+
+
+@pytest.mark.parametrize("version", ["v1", "v1alpha"])
+async def test_reflection_answers_under_both_protocol_names(
+    channel: grpc.aio.Channel, version: str
+) -> None:
+    """grpc-js and newer grpcurl ask grpc.reflection.v1 first; the messages are v1alpha's
+    on the wire, so a client built from either proto reads the answer."""
+    call = channel.stream_stream(
+        f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    request = reflection_pb2.ServerReflectionRequest(
+        file_containing_symbol="dubbing.v1.DubbingService"
+    )
+    responses = [r async for r in call(_aiter([request]))]
+    (response,) = responses
+    files = [
+        descriptor_pb2.FileDescriptorProto.FromString(raw)
+        for raw in response.file_descriptor_response.file_descriptor_proto
+    ]
+    assert any(f.package == "dubbing.v1" and f.service for f in files)
 
 
 async def _aiter(
