@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo run test lint typecheck proto proto-check buf-lint bench-submit bench-audio bench-reconcile clean
+.PHONY: venv demo run test lint typecheck proto proto-check buf-lint bench-submit bench-audio bench-reconcile buf-breaking clean
 
 venv: $(STAMP)
 
@@ -45,6 +45,11 @@ proto-check: proto
 
 buf-lint: venv
 	$(BIN)/buf lint
+
+## Fails when proto/ changes incompatibly (buf's FILE rules) against the published API:
+## the commit named in .ci/api-baseline. Move it forward deliberately, and only then.
+buf-breaking: venv
+	$(BIN)/buf breaking --against ".git#ref=$$(cat .ci/api-baseline)"
 
 bench-submit: venv
 	$(BIN)/python -m bench.submit_bench
