@@ -238,9 +238,10 @@ class ResultInfo:
 
 @dataclass(frozen=True, slots=True)
 class ErrorDetail:
-    # A google.rpc.Code name, e.g. "INVALID_ARGUMENT", "UNAVAILABLE", "INTERNAL".
+    # A google.rpc.Code name (dubbing.errors.Code), e.g. "INVALID_ARGUMENT"; a str on
+    # the wire, so a newer peer's reason or code still decodes.
     code: str
-    reason: str  # UPPER_SNAKE, goes into ErrorInfo.reason
+    reason: str  # UPPER_SNAKE (dubbing.errors.Reason), goes into ErrorInfo.reason
     message: str
     metadata: dict[str, str] = field(default_factory=dict)
 

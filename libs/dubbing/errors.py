@@ -18,7 +18,31 @@ from google.protobuf import any_pb2
 DOMAIN = "dubbing.v1"
 
 
+class Code(enum.StrEnum):
+    """google.rpc.Code names, as events and ErrorDetail carry them (see :func:`code_value`)."""
+
+    OK = "OK"
+    CANCELLED = "CANCELLED"
+    UNKNOWN = "UNKNOWN"
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    NOT_FOUND = "NOT_FOUND"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    ABORTED = "ABORTED"
+    OUT_OF_RANGE = "OUT_OF_RANGE"
+    UNIMPLEMENTED = "UNIMPLEMENTED"
+    INTERNAL = "INTERNAL"
+    UNAVAILABLE = "UNAVAILABLE"
+    DATA_LOSS = "DATA_LOSS"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+
+
 class Reason(enum.StrEnum):
+    """Every ErrorInfo reason the service, its workers and its client use, in one place."""
+
     # Request validation (INVALID_ARGUMENT)
     INVALID_ARGUMENT = "INVALID_ARGUMENT"
     MALFORMED_REQUEST = "MALFORMED_REQUEST"  # the request's bytes do not decode
@@ -37,10 +61,27 @@ class Reason(enum.StrEnum):
     LANGUAGE_UNAVAILABLE = "LANGUAGE_UNAVAILABLE"
     GENDER_UNAVAILABLE = "GENDER_UNAVAILABLE"
     MEDIA_DUBBING_UNAVAILABLE = "MEDIA_DUBBING_UNAVAILABLE"
-    # Execution failures reported on a job
+    # Execution failures reported on a job: from a provider (bad input, INVALID_ARGUMENT)
     LANGUAGE_NOT_SUPPORTED = "LANGUAGE_NOT_SUPPORTED"
+    GENDER_NOT_SUPPORTED = "GENDER_NOT_SUPPORTED"
+    SPEED_NOT_SUPPORTED = "SPEED_NOT_SUPPORTED"
+    VOICE_NOT_FOUND = "VOICE_NOT_FOUND"
     EMPTY_TEXT = "EMPTY_TEXT"
+    TEXT_TOO_LONG = "TEXT_TOO_LONG"
+    # ... from a provider, our account's fault, not the caller's (FAILED_PRECONDITION)
+    PROVIDER_AUTH_FAILED = "PROVIDER_AUTH_FAILED"
+    PROVIDER_QUOTA_EXCEEDED = "PROVIDER_QUOTA_EXCEEDED"
+    # ... from a provider, worth retrying (UNAVAILABLE once retries run out)
     PROVIDER_ERROR = "PROVIDER_ERROR"
+    SYNTHESIS_FAILED = "SYNTHESIS_FAILED"
+    VOICE_LOAD_FAILED = "VOICE_LOAD_FAILED"
+    # ... from the background track
+    BACKGROUND_FETCH_FAILED = "BACKGROUND_FETCH_FAILED"
+    BACKGROUND_INVALID = "BACKGROUND_INVALID"
+    BACKGROUND_TOO_LARGE = "BACKGROUND_TOO_LARGE"
+    BACKGROUND_UNREADABLE = "BACKGROUND_UNREADABLE"
+    BACKGROUND_UNAVAILABLE = "BACKGROUND_UNAVAILABLE"
+    # ... from the service itself
     MAX_DELIVERIES_EXCEEDED = "MAX_DELIVERIES_EXCEEDED"
     INVALID_JOB_MESSAGE = "INVALID_JOB_MESSAGE"
     JOB_UNDELIVERABLE = "JOB_UNDELIVERABLE"  # the work queue refused its message, again and again
@@ -51,6 +92,11 @@ class Reason(enum.StrEnum):
     DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
     GATEWAY_SHUTTING_DOWN = "GATEWAY_SHUTTING_DOWN"
     BUS_UNAVAILABLE = "BUS_UNAVAILABLE"
+    # Raised by the Python client itself (dubbing.client), never sent by the service
+    MISSING_RESULT = "MISSING_RESULT"
+    SIZE_MISMATCH = "SIZE_MISMATCH"
+    WAIT_TIMEOUT = "WAIT_TIMEOUT"
+    WATCH_ENDED = "WATCH_ENDED"
 
 
 def code_value(name: str) -> int:

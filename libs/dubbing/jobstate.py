@@ -227,7 +227,7 @@ def apply_event(
             _end_failed(
                 new,
                 event.time,
-                code="UNAVAILABLE",
+                code=errors.Code.UNAVAILABLE,
                 reason=errors.Reason.MAX_DELIVERIES_EXCEEDED,
                 message=f"attempt {event.attempt} of {policy.max_attempts} was handed back"
                 + (f": {detail.message}" if detail and detail.message else ""),
@@ -272,7 +272,7 @@ def apply_event(
         _end_failed(
             new,
             event.time,
-            code=detail.code if detail else "INTERNAL",
+            code=detail.code if detail else errors.Code.INTERNAL,
             reason=detail.reason if detail else errors.Reason.INTERNAL,
             message=detail.message if detail else "the worker reported a failure without detail",
             metadata=detail.metadata if detail else None,
@@ -351,7 +351,7 @@ def reclaim(job: pb.Job, run: Run, *, now: float, policy: AttemptPolicy) -> Appl
         _end_failed(
             new,
             now,
-            code="UNAVAILABLE",
+            code=errors.Code.UNAVAILABLE,
             reason=errors.Reason.MAX_DELIVERIES_EXCEEDED,
             message=f"no worker completed the job in {run.attempt} attempts "
             f"(the last stopped reporting for over {policy.lease_seconds:g} s)",
@@ -401,7 +401,9 @@ def cancel(job: pb.Job, run: Run, now: float) -> Applied:
     return Applied(new, replace(run, lease_expires=0.0))
 
 
-def fail(job: pb.Job, run: Run, now: float, *, code: str, reason: str, message: str) -> Applied:
+def fail(
+    job: pb.Job, run: Run, now: float, *, code: errors.Code, reason: errors.Reason, message: str
+) -> Applied:
     """The job failed by the gateway itself; raises JobAlreadyFinished when it already ended."""
     if is_terminal(job):
         raise JobAlreadyFinished(job)

@@ -27,7 +27,7 @@ from nats.js.errors import APIError, ServiceUnavailableError
 from nats.js.object_store import ObjectStore
 
 from dubbing import artifacts, bus
-from dubbing.errors import Reason
+from dubbing.errors import Code, Reason
 from dubbing.logging import get_logger
 from gateway.store import JobStore, OutboxRow
 
@@ -110,7 +110,7 @@ class OutboxRelay:
             job = await self._store.fail(
                 row.job_id,
                 time.time(),
-                code="INTERNAL",
+                code=Code.INTERNAL,
                 reason=Reason.JOB_UNDELIVERABLE,
                 message=f"the work queue refused the job {count} times: {error}",
             )

@@ -17,6 +17,7 @@ import nats.js.errors
 from nats.js.object_store import ObjectStore
 
 from dubbing import bus
+from dubbing.errors import Reason
 from dubbing.v1 import dubbing_pb2 as pb
 from worker.assembly import EncodeError, decode_to_file
 from worker.mixdown import PcmFile
@@ -31,7 +32,7 @@ _RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 class BackgroundError(Exception):
     """Base of every background failure; `reason` ends up in the failed job's ErrorInfo."""
 
-    def __init__(self, message: str, *, reason: str) -> None:
+    def __init__(self, message: str, *, reason: Reason) -> None:
         super().__init__(message)
         self.message = message
         self.reason = reason
@@ -53,7 +54,7 @@ def _check_url(url: str) -> None:
         parsed = httpx.URL(url)
     except httpx.InvalidURL as exc:
         raise BackgroundRejected(
-            f"{url!r} is not a valid URL", reason="BACKGROUND_FETCH_FAILED"
+            f"{url!r} is not a valid URL", reason=Reason.BACKGROUND_FETCH_FAILED
         ) from exc
     port = parsed.port
     if (
@@ -63,7 +64,7 @@ def _check_url(url: str) -> None:
     ):
         raise BackgroundRejected(
             f"{url!r} is not an http:// or https:// URL with a host",
-            reason="BACKGROUND_FETCH_FAILED",
+            reason=Reason.BACKGROUND_FETCH_FAILED,
         )
 
 
@@ -88,7 +89,9 @@ class BackgroundFetcher:
         elif which == "asset":
             await self._fetch_asset(source.asset, dest)
         else:
-            raise BackgroundRejected("background has no url or asset", reason="BACKGROUND_INVALID")
+            raise BackgroundRejected(
+                "background has no url or asset", reason=Reason.BACKGROUND_INVALID
+            )
 
     async def prepare(
         self, source: pb.BackgroundAudio, workdir: Path, sample_rate: int, *, channels: int = 1
@@ -103,12 +106,12 @@ class BackgroundFetcher:
         except EncodeError as exc:
             raise BackgroundRejected(
                 f"background is not audio ffmpeg can read: {exc.stderr or exc}",
-                reason="BACKGROUND_UNREADABLE",
+                reason=Reason.BACKGROUND_UNREADABLE,
             ) from exc
         finally:
             fetched.unlink(missing_ok=True)
         if frames == 0:
-            raise BackgroundRejected("background has no audio", reason="BACKGROUND_UNREADABLE")
+            raise BackgroundRejected("background has no audio", reason=Reason.BACKGROUND_UNREADABLE)
         if frames > MAX_BACKGROUND_SECONDS * sample_rate:
             with pcm_path.open("r+b") as f:
                 f.truncate(4 * channels * MAX_BACKGROUND_SECONDS * sample_rate)
@@ -122,11 +125,13 @@ class BackgroundFetcher:
                 status = response.status_code
                 if status in _RETRYABLE_STATUS:
                     raise BackgroundUnavailable(
-                        f"background URL answered HTTP {status}", reason="BACKGROUND_UNAVAILABLE"
+                        f"background URL answered HTTP {status}",
+                        reason=Reason.BACKGROUND_UNAVAILABLE,
                     )
                 if status >= 400:
                     raise BackgroundRejected(
-                        f"background URL answered HTTP {status}", reason="BACKGROUND_FETCH_FAILED"
+                        f"background URL answered HTTP {status}",
+                        reason=Reason.BACKGROUND_FETCH_FAILED,
                     )
                 declared = response.headers.get("content-length")
                 if declared is not None and declared.isdigit() and int(declared) > self._max_bytes:
@@ -144,11 +149,11 @@ class BackgroundFetcher:
             httpx.TooManyRedirects,
         ) as exc:
             raise BackgroundRejected(
-                f"cannot fetch the background URL: {exc}", reason="BACKGROUND_FETCH_FAILED"
+                f"cannot fetch the background URL: {exc}", reason=Reason.BACKGROUND_FETCH_FAILED
             ) from exc
         except httpx.TransportError as exc:
             raise BackgroundUnavailable(
-                f"could not fetch the background URL: {exc!r}", reason="BACKGROUND_UNAVAILABLE"
+                f"could not fetch the background URL: {exc!r}", reason=Reason.BACKGROUND_UNAVAILABLE
             ) from exc
         finally:
             if self._http is None:
@@ -156,13 +161,13 @@ class BackgroundFetcher:
 
     def _too_large(self) -> BackgroundRejected:
         return BackgroundRejected(
-            f"background is larger than {self._max_bytes} bytes", reason="BACKGROUND_TOO_LARGE"
+            f"background is larger than {self._max_bytes} bytes", reason=Reason.BACKGROUND_TOO_LARGE
         )
 
     async def _fetch_asset(self, name: str, dest: Path) -> None:
         if self._assets is None:
             raise BackgroundUnavailable(
-                "this worker has no access to uploaded assets", reason="BACKGROUND_UNAVAILABLE"
+                "this worker has no access to uploaded assets", reason=Reason.BACKGROUND_UNAVAILABLE
             )
         object_name = bus.asset_object_id(name)
         try:
@@ -171,9 +176,9 @@ class BackgroundFetcher:
         except nats.js.errors.ObjectNotFoundError as exc:
             raise BackgroundRejected(
                 f"asset {name} does not exist (expired or never uploaded)",
-                reason="ASSET_NOT_FOUND",
+                reason=Reason.ASSET_NOT_FOUND,
             ) from exc
         except (nats.errors.Error, TimeoutError) as exc:
             raise BackgroundUnavailable(
-                f"could not read asset {name}: {exc!r}", reason="BACKGROUND_UNAVAILABLE"
+                f"could not read asset {name}: {exc!r}", reason=Reason.BACKGROUND_UNAVAILABLE
             ) from exc

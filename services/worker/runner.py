@@ -48,7 +48,7 @@ from nats.js.object_store import ObjectStore
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from dubbing import artifacts, bus, jetstream
-from dubbing.errors import Reason
+from dubbing.errors import Code, Reason
 from dubbing.logging import get_logger
 from dubbing.settings import WorkerSettings
 from dubbing.v1 import dubbing_pb2 as pb
@@ -332,7 +332,7 @@ class Worker:
                 worker_id=self.worker_id,
             ).emit(
                 bus.EventType.FAILED,
-                error=bus.ErrorDetail("INTERNAL", reason, str(exc)),
+                error=bus.ErrorDetail(Code.INTERNAL, reason, str(exc)),
             )
         await msg.term()
 
@@ -400,8 +400,10 @@ class Worker:
     async def _report_failure(
         self, publisher: EventPublisher, exc: Exception, max_attempts: int
     ) -> None:
-        if isinstance(exc, (PermanentProviderError, BackgroundRejected)):
-            await self._fail(publisher, "INVALID_ARGUMENT", exc.reason, exc.message)
+        if isinstance(exc, PermanentProviderError):
+            await self._fail(publisher, exc.code, exc.reason, exc.message)
+        elif isinstance(exc, BackgroundRejected):
+            await self._fail(publisher, Code.INVALID_ARGUMENT, exc.reason, exc.message)
         elif isinstance(exc, TransientProviderError):
             await self._retry_or_fail(
                 publisher, exc.reason, exc.message, exc.retry_after, max_attempts
@@ -450,7 +452,7 @@ class Worker:
             characters=out.characters,
         )
 
-    async def _fail(self, publisher: EventPublisher, code: str, reason: str, message: str) -> None:
+    async def _fail(self, publisher: EventPublisher, code: Code, reason: str, message: str) -> None:
         await publisher.emit(
             bus.EventType.FAILED, stage="failed", error=bus.ErrorDetail(code, reason, message)
         )
@@ -467,7 +469,7 @@ class Worker:
         attempt = publisher.attempt
         if attempt >= max_attempts:
             await self._fail(
-                publisher, "UNAVAILABLE", reason, f"gave up after {attempt} attempts: {message}"
+                publisher, Code.UNAVAILABLE, reason, f"gave up after {attempt} attempts: {message}"
             )
             return
         s = self.settings
@@ -475,7 +477,7 @@ class Worker:
         await publisher.emit(
             bus.EventType.RETRYING,
             stage="retrying",
-            error=bus.ErrorDetail("UNAVAILABLE", reason, message),
+            error=bus.ErrorDetail(Code.UNAVAILABLE, reason, message),
             retry_after=delay,
         )
         log.info("job_finished", outcome="retrying", reason=reason, delay=delay)

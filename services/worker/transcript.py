@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from dubbing.errors import Reason
 from dubbing.jobstate import NAME_BY_FORMAT, duration, seconds
 from dubbing.v1 import dubbing_pb2 as pb
 from worker import assembly, mixdown, timing
@@ -177,7 +178,7 @@ async def dub_transcript(
     if work.HasField("background"):
         if fetcher is None:
             raise BackgroundUnavailable(
-                "this worker cannot fetch background audio", reason="BACKGROUND_UNAVAILABLE"
+                "this worker cannot fetch background audio", reason=Reason.BACKGROUND_UNAVAILABLE
             )
         # Stereo unless the caller asked for mono; channels=0 settles it once decoded.
         bg_channels = 1 if work.output.channels == 1 else 2

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from dubbing import jobstate
 from dubbing.bus import EventType, JobEvent, JobKind, JobMessage, ResultInfo, RunRef
+from dubbing.errors import Code, Reason
 from dubbing.v1 import dubbing_pb2 as pb
 from gateway.store import (
     Cursor,
@@ -493,17 +494,25 @@ async def test_fail(store: JobStore) -> None:
     job, _ = await submit(store)
 
     failed = await store.fail(
-        job.id, time.time(), code="INTERNAL", reason="MAX_DELIVERIES_EXCEEDED", message="gave up"
+        job.id,
+        time.time(),
+        code=Code.INTERNAL,
+        reason=Reason.MAX_DELIVERIES_EXCEEDED,
+        message="gave up",
     )
     assert failed is not None
     assert failed.state == State.STATE_FAILED
     assert failed.error.message == "gave up"
     assert await store.get(job.id) == failed
 
-    again = await store.fail(job.id, time.time(), code="INTERNAL", reason="X", message="again")
+    again = await store.fail(
+        job.id, time.time(), code=Code.INTERNAL, reason=Reason.INTERNAL, message="again"
+    )
     assert again is None
     assert (
-        await store.fail("no-such-job", time.time(), code="INTERNAL", reason="X", message="m")
+        await store.fail(
+            "no-such-job", time.time(), code=Code.INTERNAL, reason=Reason.INTERNAL, message="m"
+        )
         is None
     )
 

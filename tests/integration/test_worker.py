@@ -21,6 +21,7 @@ import pytest
 from dubbing import bus
 from dubbing.devstack import GATEWAY_READY, NATS_READY, ManagedProcess, NatsServer, free_port
 from dubbing.devstack import gateway as gateway_process
+from dubbing.errors import Reason
 from dubbing.settings import WorkerSettings
 from dubbing.v1 import dubbing_pb2 as pb
 from dubbing.v1 import dubbing_pb2_grpc as pb_grpc
@@ -29,6 +30,7 @@ from worker.providers import (
     Capabilities,
     Gender,
     Language,
+    ProviderAccountError,
     ProviderError,
     Speech,
     SynthesisRequest,
@@ -165,8 +167,8 @@ async def queue_is_empty(nats_url: str) -> bool:
 async def test_transient_failures_are_retried_then_succeed(env: Env) -> None:
     provider = ScriptedProvider(
         errors=[
-            TransientProviderError("busy", reason="SYSTEM_BUSY", provider="local"),
-            TransientProviderError("busy", reason="SYSTEM_BUSY", provider="local"),
+            TransientProviderError("busy", reason=Reason.PROVIDER_ERROR, provider="local"),
+            TransientProviderError("busy", reason=Reason.PROVIDER_ERROR, provider="local"),
         ]
     )
     async with running(Worker(settings(env.nats_url), {"local": provider})):
@@ -181,7 +183,7 @@ async def test_transient_failures_are_retried_then_succeed(env: Env) -> None:
 
 async def test_transient_failures_stop_at_max_deliver(env: Env) -> None:
     provider = ScriptedProvider(
-        errors=[TransientProviderError("busy", reason="SYSTEM_BUSY", provider="local")] * 5
+        errors=[TransientProviderError("busy", reason=Reason.PROVIDER_ERROR, provider="local")] * 5
     )
     async with running(Worker(settings(env.nats_url), {"local": provider})):
         job = await submit(env.stub)
@@ -189,7 +191,7 @@ async def test_transient_failures_stop_at_max_deliver(env: Env) -> None:
     assert final.state == State.STATE_FAILED
     assert final.attempt == 3 and provider.calls == 3
     assert final.error.code == grpc.StatusCode.UNAVAILABLE.value[0]
-    assert "SYSTEM_BUSY" in str(final.error.details[0].value)
+    assert "PROVIDER_ERROR" in str(final.error.details[0].value)
     assert "3 attempts" in final.error.message
     assert not final.HasField("usage")  # a failed job is never billed
     assert await queue_is_empty(env.nats_url)
@@ -197,7 +199,7 @@ async def test_transient_failures_stop_at_max_deliver(env: Env) -> None:
 
 async def test_permanent_failure_fails_at_once_with_the_reason(env: Env) -> None:
     provider = ScriptedProvider(
-        errors=[UnsupportedError("no such voice", reason="VOICE_NOT_FOUND", provider="local")]
+        errors=[UnsupportedError("no such voice", reason=Reason.VOICE_NOT_FOUND, provider="local")]
     )
     async with running(Worker(settings(env.nats_url), {"local": provider})):
         job = await submit(env.stub)
@@ -207,6 +209,23 @@ async def test_permanent_failure_fails_at_once_with_the_reason(env: Env) -> None
     assert final.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
     assert "VOICE_NOT_FOUND" in str(final.error.details[0].value)
     assert await queue_is_empty(env.nats_url)  # terminated, not left for redelivery
+
+
+async def test_our_account_s_fault_is_failed_precondition_not_the_callers(env: Env) -> None:
+    provider = ScriptedProvider(
+        errors=[
+            ProviderAccountError(
+                "invalid api key", reason=Reason.PROVIDER_AUTH_FAILED, provider="local"
+            )
+        ]
+    )
+    async with running(Worker(settings(env.nats_url), {"local": provider})):
+        job = await submit(env.stub)
+        final = (await finish(env.stub, job.id))[-1]
+    assert final.state == State.STATE_FAILED and final.attempt == 1
+    assert final.error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+    assert "PROVIDER_AUTH_FAILED" in str(final.error.details[0].value)
+    assert not final.HasField("usage")
 
 
 async def test_shutdown_hands_back_unfinished_work(env: Env) -> None:

@@ -319,7 +319,7 @@ class DubbingClient:
             await reconnects.pause(
                 Unavailable(
                     f"the watch of job {job_id} keeps ending before the job finishes",
-                    reason="WATCH_ENDED",
+                    reason=Reason.WATCH_ENDED,
                 )
             )
 
@@ -349,7 +349,7 @@ class DubbingClient:
             if isinstance(exc, DubbingError):
                 raise
             raise DeadlineExceeded(
-                f"job {job_id} did not finish within {timeout:g} s", reason="WAIT_TIMEOUT"
+                f"job {job_id} did not finish within {timeout:g} s", reason=Reason.WAIT_TIMEOUT
             ) from None
         if raise_on_failure:
             failure = job_error(job)
@@ -422,7 +422,7 @@ class DubbingClient:
                         if not response.HasField("result"):
                             raise IntegrityError(
                                 "the download did not start with the result description",
-                                reason="MISSING_RESULT",
+                                reason=Reason.MISSING_RESULT,
                             )
                         result = response.result
                     if response.chunk:
@@ -477,23 +477,24 @@ class DubbingClient:
 def _verified(job_id: str, result: pb.DubResult | None, size: int, sha256: str) -> pb.DubResult:
     if result is None:
         raise IntegrityError(
-            f"the download of job {job_id} carried no result description", reason="MISSING_RESULT"
+            f"the download of job {job_id} carried no result description",
+            reason=Reason.MISSING_RESULT,
         )
     if size != result.size_bytes:
         raise IntegrityError(
             f"the download of job {job_id} has {size} bytes, the result {result.size_bytes}",
-            reason="SIZE_MISMATCH",
+            reason=Reason.SIZE_MISMATCH,
             metadata={"expected": str(result.size_bytes), "actual": str(size)},
         )
     if not result.sha256:
         raise IntegrityError(
             f"the result of job {job_id} has no sha256 to verify the download against",
-            reason="MISSING_RESULT",
+            reason=Reason.MISSING_RESULT,
         )
     if sha256 != result.sha256.lower():
         raise IntegrityError(
             f"the download of job {job_id} does not match the result's sha256",
-            reason="CHECKSUM_MISMATCH",
+            reason=Reason.CHECKSUM_MISMATCH,
             metadata={"expected": result.sha256, "actual": sha256},
         )
     return result

@@ -42,6 +42,7 @@ from sqlalchemy.engine import Connection, Row
 
 from dubbing import jobstate
 from dubbing.bus import JobEvent, JobMessage, RunRef
+from dubbing.errors import Code, Reason
 from dubbing.jobstate import Applied, AttemptPolicy, Run
 from dubbing.v1 import dubbing_pb2 as pb
 from gateway.store import migrate
@@ -371,7 +372,7 @@ class JobStore:
         return result
 
     async def fail(
-        self, job_id: str, now: float, *, code: str, reason: str, message: str
+        self, job_id: str, now: float, *, code: Code, reason: Reason, message: str
     ) -> pb.Job | None:
         """Fail a job on the gateway's own account (e.g. its message cannot be delivered).
 

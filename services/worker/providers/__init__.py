@@ -12,6 +12,7 @@ from worker.providers.base import (
 )
 from worker.providers.errors import (
     PermanentProviderError,
+    ProviderAccountError,
     ProviderError,
     TransientProviderError,
     UnsupportedError,
@@ -23,6 +24,7 @@ __all__ = [
     "Language",
     "PermanentProviderError",
     "Provider",
+    "ProviderAccountError",
     "ProviderError",
     "Speech",
     "SynthesisRequest",

@@ -25,6 +25,8 @@ import espeakng_loader
 import numpy as np
 import numpy.typing as npt
 
+from dubbing.errors import Reason
+
 from .base import Capabilities, Gender, Language, Speech, SynthesisRequest
 from .errors import PermanentProviderError, UnsupportedError
 
@@ -246,7 +248,7 @@ class _Engine:
             # silently produce the wrong language.
             raise PermanentProviderError(
                 f"espeak could not load voice {voice!r} (status {status})",
-                reason="VOICE_LOAD_FAILED",
+                reason=Reason.VOICE_LOAD_FAILED,
                 provider=PROVIDER,
             )
         # After the voice: a variant file may carry its own speed.
@@ -261,7 +263,7 @@ class _Engine:
             if status != _EE_OK:
                 raise PermanentProviderError(
                     f"espeak_Synth failed (status {status})",
-                    reason="SYNTHESIS_FAILED",
+                    reason=Reason.SYNTHESIS_FAILED,
                     provider=PROVIDER,
                 )
             return np.frombuffer(b"".join(_chunks), dtype="<i2").astype(np.int16)
@@ -344,7 +346,7 @@ class LocalProvider:
         if language is None:
             raise UnsupportedError(
                 f"espeak has no voice for language {request.language!r}",
-                reason="LANGUAGE_NOT_SUPPORTED",
+                reason=Reason.LANGUAGE_NOT_SUPPORTED,
                 provider=PROVIDER,
             )
         voice = self._voices[language.code.lower()]
@@ -353,7 +355,7 @@ class LocalProvider:
             if variant is None:
                 raise UnsupportedError(
                     f"unknown espeak voice variant {request.voice_id!r}",
-                    reason="VOICE_NOT_FOUND",
+                    reason=Reason.VOICE_NOT_FOUND,
                     provider=PROVIDER,
                 )
         elif request.gender is Gender.FEMALE:
@@ -363,7 +365,7 @@ class LocalProvider:
         else:
             raise UnsupportedError(
                 f"the local provider has no {request.gender.value} voice",
-                reason="GENDER_NOT_SUPPORTED",
+                reason=Reason.GENDER_NOT_SUPPORTED,
                 provider=PROVIDER,
             )
         return f"{voice.identifier}+{variant}" if variant else voice.identifier
@@ -373,7 +375,7 @@ class LocalProvider:
         if not math.isfinite(speed) or not MIN_SPEED - 1e-6 <= speed <= MAX_SPEED + 1e-6:
             raise UnsupportedError(
                 f"speed {speed} outside [{MIN_SPEED}, {MAX_SPEED}]",
-                reason="SPEED_NOT_SUPPORTED",
+                reason=Reason.SPEED_NOT_SUPPORTED,
                 provider=PROVIDER,
             )
         return min(max(round(_RATE_NORMAL * speed), _RATE_MINIMUM), _RATE_MAXIMUM)
@@ -382,12 +384,12 @@ class LocalProvider:
         text = _clean_text(request.text)
         if not text.strip():
             raise PermanentProviderError(
-                "nothing to say: the text is empty", reason="EMPTY_TEXT", provider=PROVIDER
+                "nothing to say: the text is empty", reason=Reason.EMPTY_TEXT, provider=PROVIDER
             )
         if len(request.text) > MAX_CHARS_PER_REQUEST:
             raise PermanentProviderError(
                 f"text has {len(request.text)} characters, the limit is {MAX_CHARS_PER_REQUEST}",
-                reason="TEXT_TOO_LONG",
+                reason=Reason.TEXT_TOO_LONG,
                 provider=PROVIDER,
             )
         voice = self._voice_spec(request)
