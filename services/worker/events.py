@@ -46,6 +46,7 @@ class EventPublisher:
         self._seq = 0
         self._retry_seconds = retry_seconds
         self._last_progress_time = 0.0
+        self._last_stage = ""
 
     async def emit(self, type_: bus.EventType, **fields: Any) -> bus.JobEvent:
         self._seq += 1
@@ -74,9 +75,11 @@ class EventPublisher:
         return event
 
     async def progress(self, stage: str, progress: float, *, min_interval: float = 0.25) -> None:
-        """A PROGRESS event, throttled so long jobs do not flood the stream."""
+        """A PROGRESS event, throttled so long jobs do not flood the stream; a new
+        stage always goes out."""
         now = time.monotonic()
-        if now - self._last_progress_time < min_interval:
+        if stage == self._last_stage and now - self._last_progress_time < min_interval:
             return
         self._last_progress_time = now
+        self._last_stage = stage
         await self.emit(bus.EventType.PROGRESS, stage=stage, progress=progress)
