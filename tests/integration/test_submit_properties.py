@@ -20,7 +20,7 @@ from dubbing import errors
 from dubbing.v1 import dubbing_pb2 as pb
 from dubbing.v1 import dubbing_pb2_grpc as pb_grpc
 from tests.helpers import rich_error
-from tests.unit.test_transcript_properties import FILES, TEXT
+from tests.unit.dubbing.test_transcript_properties import FILES, TEXT
 
 CLIENT_ERRORS = {
     grpc.StatusCode.INVALID_ARGUMENT,

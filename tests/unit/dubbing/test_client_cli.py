@@ -55,7 +55,7 @@ State = pb.Job.State
 Context = grpc.aio.ServicerContext[Any, Any]
 
 FAST = RetryPolicy(max_attempts=3, initial_backoff=0.0, max_backoff=0.0, reconnect_timeout=5.0)
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "transcript.json"
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "transcript.json"
 BAD_SEGMENT = ("request.transcript.transcript.segments[2].end", "must be after start")
 
 
@@ -659,7 +659,7 @@ def test_load_transcript_rejects_malformed_entries(
 
 
 def test_load_transcript_rejects_unknown_extensions_and_bad_json(tmp_path: Path) -> None:
-    # .srt, .vtt and .csv are read too now (tests/unit/test_transcripts.py); .ass is not.
+    # .srt, .vtt and .csv are read too now (tests/unit/dubbing/test_transcripts.py); .ass is not.
     ass = tmp_path / "t.ass"
     ass.write_text("[Script Info]\n", encoding="utf-8")
     with pytest.raises(

@@ -48,7 +48,7 @@ def test_vendored_error_protos_are_the_ones_errors_are_built_from(tmp_path: Path
     from google.rpc import error_details_pb2, status_pb2
     from grpc_tools import protoc  # type: ignore[import-untyped]
 
-    root = Path(__file__).resolve().parents[2] / "third_party" / "proto"
+    root = Path(__file__).resolve().parents[3] / "third_party" / "proto"
     out = tmp_path / "set.binpb"
     well_known = Path(grpc_tools.__file__).parent / "_proto"  # google/protobuf/any.proto...
     args = ["protoc", f"-I{root}", f"-I{well_known}", f"--descriptor_set_out={out}"]
