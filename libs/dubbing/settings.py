@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from dubbing import limits
+
 
 class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DUBBING_", extra="ignore")
@@ -47,7 +49,7 @@ class GatewaySettings(CommonSettings):
     page_token_secret: str = "dubbing-dev-page-token-secret"
     grace_seconds: float = 10.0
     # Largest file UploadAsset accepts, bytes (2 GiB).
-    max_asset_bytes: int = Field(2 * 1024**3, gt=0)
+    max_asset_bytes: int = Field(limits.MAX_MEDIA_BYTES, gt=0)
     # How long uploaded assets are kept; the gateway sets the assets bucket's max age.
     asset_max_age_hours: float = Field(168.0, gt=0)
 

@@ -18,6 +18,7 @@ from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from dubbing import artifacts, bus, jobstate
+from dubbing.conventions import GENDER_BY_NAME, NAME_BY_GENDER, match_language
 from dubbing.errors import Reason
 from dubbing.jetstream import BusUnavailable
 from dubbing.logging import get_logger
@@ -257,7 +258,7 @@ class DubbingServicer(pb_grpc.DubbingServiceServicer):
                 "see ListLanguages",
                 metadata=meta,
             )
-        wanted = _NAME_BY_GENDER.get(gender)
+        wanted = NAME_BY_GENDER.get(gender)
         if wanted is not None and not any(wanted in lang.genders for lang in spoken):
             await rpc_errors.abort(
                 context,
@@ -522,7 +523,7 @@ class DubbingServicer(pb_grpc.DubbingServiceServicer):
                             code=code,
                             name=name,
                             genders=sorted(
-                                _GENDER_BY_NAME[g] for g in genders if g in _GENDER_BY_NAME
+                                GENDER_BY_NAME[g] for g in genders if g in GENDER_BY_NAME
                             ),
                         )
                         for code, (name, genders) in sorted(languages.items())
@@ -597,18 +598,6 @@ def _basic_view(job: pb.Job) -> None:
         job.ClearField("result")
 
 
-_GENDER_BY_NAME = {
-    "female": pb.GENDER_FEMALE,
-    "male": pb.GENDER_MALE,
-    "neutral": pb.GENDER_NEUTRAL,
-}
-
-
-_NAME_BY_GENDER: dict[int, str] = {int(v): k for k, v in _GENDER_BY_NAME.items()}
-
-
 def _language(advert: bus.WorkerAdvert, code: str) -> bus.LanguageAdvert | None:
-    """The advertised language for `code`: exact tag, else its primary subtag."""
-    by_code = {lang.code.lower(): lang for lang in advert.languages}
-    wanted = code.lower()
-    return by_code.get(wanted) or by_code.get(wanted.split("-")[0])
+    """The advertised language for `code` (``conventions.match_language``)."""
+    return match_language(code, ((lang.code, lang) for lang in advert.languages))

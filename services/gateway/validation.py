@@ -86,7 +86,7 @@ from urllib.parse import urlsplit
 
 from google.protobuf import duration_pb2
 
-from dubbing import bus, transcripts
+from dubbing import bus, limits, transcripts
 from dubbing.v1 import dubbing_pb2 as pb
 
 if TYPE_CHECKING:
@@ -129,9 +129,9 @@ MAX_NUM_SPEAKERS = 32
 MIN_SPEED, MAX_SPEED = 0.5, 2.0
 MIN_PITCH, MAX_PITCH = -12, 12
 MAX_VOLUME = 10.0
-# The timing engine's hard limit (worker.timing.HARD_MAX_STRETCH; a test keeps the
-# two equal): a request asking for more is refused rather than silently capped.
-MIN_STRETCH_RATIO, MAX_STRETCH_RATIO = 1.0, 1.4
+# The timing engine's hard limit (dubbing.limits): a request asking for more is
+# refused rather than silently capped.
+MIN_STRETCH_RATIO, MAX_STRETCH_RATIO = 1.0, limits.MAX_STRETCH_RATIO
 # Integrated loudness targets: quieter than -36 LUFS is barely audible speech; -14 is
 # the loudest streaming norm, and louder speech needs more limiting than it can take.
 MIN_LOUDNESS_LUFS, MAX_LOUDNESS_LUFS = -36.0, -14.0
@@ -178,7 +178,7 @@ class Limits:
     max_segment_characters: int = 5000
     max_labels: int = 64
     max_auto_delete_hours: int = 24 * 365
-    max_programme_seconds: float = 6 * 3600
+    max_programme_seconds: float = limits.MAX_PROGRAMME_SECONDS
     # The request serialized, its segments included (the other limits allow ~4.8 MB:
     # 5,000 speakers of 128 four-byte characters, 500,000 four-byte characters of
     # text). A job (its request plus a timing report of up to ~0.6 MB) must fit in

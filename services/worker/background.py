@@ -16,15 +16,15 @@ import nats.errors
 import nats.js.errors
 from nats.js.object_store import ObjectStore
 
-from dubbing import bus
+from dubbing import bus, limits
 from dubbing.errors import Reason
 from dubbing.v1 import dubbing_pb2 as pb
 from worker.assembly import EncodeError, decode_to_file
 from worker.mixdown import PcmFile
 
-MAX_BACKGROUND_BYTES = 2 << 30
+MAX_BACKGROUND_BYTES = limits.MAX_MEDIA_BYTES
 # Longest background kept, as the longest transcript: the rest is cut.
-MAX_BACKGROUND_SECONDS = 6 * 3600
+MAX_BACKGROUND_SECONDS = limits.MAX_PROGRAMME_SECONDS
 _HTTP_TIMEOUT = httpx.Timeout(30.0, read=60.0)
 _RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from dubbing.conventions import NAME_BY_GENDER
 from dubbing.errors import Reason
 from dubbing.jobstate import NAME_BY_FORMAT, duration, seconds
 from dubbing.v1 import dubbing_pb2 as pb
@@ -27,11 +28,6 @@ from worker.mixdown import PcmFile
 from worker.providers import Gender, Provider, SynthesisRequest
 
 DEFAULT_SAMPLE_RATE = 24_000
-_GENDERS = {
-    pb.GENDER_FEMALE: Gender.FEMALE,
-    pb.GENDER_MALE: Gender.MALE,
-    pb.GENDER_NEUTRAL: Gender.NEUTRAL,
-}
 _REMEDIES = {
     "native_rate": pb.TIMING_REMEDY_NATIVE_RATE,
     "trim_silence": pb.TIMING_REMEDY_TRIM_SILENCE,
@@ -141,7 +137,7 @@ async def dub_transcript(
     segments = list(work.transcript.segments)
     caps = provider.capabilities
     voice = work.voice
-    gender = _GENDERS.get(voice.gender, Gender.FEMALE)
+    gender = Gender(NAME_BY_GENDER.get(voice.gender, Gender.FEMALE.value))
     # The caller's base rate: the engine works in rates relative to it, so its
     # "1.0" is what the caller asked for and its speed-ups start from there.
     base_speed = voice.settings.speed if voice.settings.HasField("speed") else 1.0

@@ -32,6 +32,7 @@ from dubbing.client import (
     load_transcript,
 )
 from dubbing.client._assets import is_asset_name, is_url
+from dubbing.conventions import GENDER_BY_NAME
 from dubbing.jobstate import FORMAT_BY_NAME, is_terminal
 from dubbing.settings import ClientSettings
 from dubbing.v1 import dubbing_pb2 as pb
@@ -73,13 +74,6 @@ class StateChoice(enum.StrEnum):
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
-
-
-_GENDERS = {
-    Gender.female: pb.GENDER_FEMALE,
-    Gender.male: pb.GENDER_MALE,
-    Gender.neutral: pb.GENDER_NEUTRAL,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,7 +362,9 @@ def submit(
     if gender is not None or voice_id:
         work.voice.CopyFrom(
             pb.Voice(
-                gender=_GENDERS[gender] if gender is not None else pb.GENDER_UNSPECIFIED,
+                gender=GENDER_BY_NAME[gender.value]
+                if gender is not None
+                else pb.GENDER_UNSPECIFIED,
                 voice_id=voice_id,
             )
         )

@@ -14,6 +14,7 @@ from rich.text import Text
 
 from dubbing import errors
 from dubbing.client import DeadlineExceeded, DubbingError, JobFailed, Unavailable
+from dubbing.conventions import NAME_BY_GENDER
 from dubbing.jobstate import NAME_BY_FORMAT, seconds
 from dubbing.v1 import dubbing_pb2 as pb
 
@@ -22,12 +23,6 @@ from dubbing.v1 import dubbing_pb2 as pb
 # messages and field names come from the service and may contain brackets.
 out = Console(highlight=False, markup=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)
-
-_GENDER_NAMES = {
-    pb.GENDER_FEMALE: "female",
-    pb.GENDER_MALE: "male",
-    pb.GENDER_NEUTRAL: "neutral",
-}
 
 
 def state_name(state: pb.Job.State.ValueType) -> str:
@@ -249,6 +244,6 @@ def languages_table(providers: Iterable[pb.ProviderSupport]) -> Table:
         if not provider.languages:
             table.add_row(provider.provider, "-", "-", "-", workers)
         for language in provider.languages:
-            genders = ", ".join(_GENDER_NAMES.get(g, "unspecified") for g in language.genders)
+            genders = ", ".join(NAME_BY_GENDER.get(g, "unspecified") for g in language.genders)
             table.add_row(provider.provider, language.code, language.name, genders or "-", workers)
     return table

@@ -15,6 +15,8 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from dubbing.conventions import match_language
+
 
 class Gender(enum.Enum):
     FEMALE = "female"
@@ -46,12 +48,8 @@ class Capabilities:
     media_dubbing: bool = False
 
     def language(self, code: str) -> Language | None:
-        """The supported language matching `code` (exact, then by primary subtag)."""
-        wanted = code.lower()
-        by_code = {lang.code.lower(): lang for lang in self.languages}
-        if wanted in by_code:
-            return by_code[wanted]
-        return by_code.get(wanted.split("-")[0])
+        """The supported language matching `code` (``conventions.match_language``)."""
+        return match_language(code, ((lang.code, lang) for lang in self.languages))
 
 
 @dataclass(frozen=True, slots=True)

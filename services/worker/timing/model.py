@@ -9,18 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-# Provider-independent ceiling for FitPolicy.max_stretch. Why 1.4:
-# - the field's practical caps for time-compressed speech sit at 1.2x-1.4x
-#   (open-dubbing 1.3x, VideoLingo accepts 1.2x and refuses past 1.4x; pyVideoTrans'
-#   "uncapped" mode is the one its users complain about: lines "like x10" fast);
-# - time-domain stretching (WSOLA, ffmpeg atempo) starts to echo beyond ~15%; we use
-#   Rubber Band (phase vocoder with phase continuity and formant preservation), which
-#   holds up clearly better, so the top of the field's range is usable, not more;
-# - it stacks on a native rate of up to FitPolicy.max_native_speed (1.5), so the
-#   fastest speech we ever produce is ~2.1x the voice's normal rate, the edge of the
-#   range usually called intelligible. Anything that still does not fit is a reported
-#   truncation, not faster speech.
-HARD_MAX_STRETCH: float = 1.4
+from dubbing import limits
+
+# Provider-independent ceiling for FitPolicy.max_stretch: why 1.4 is in dubbing.limits.
+HARD_MAX_STRETCH: float = limits.MAX_STRETCH_RATIO
 
 REMEDIES: tuple[str, ...] = (
     "native_rate",

@@ -464,13 +464,6 @@ def test_max_stretch_ratio_invalid(ratio: float) -> None:
     assert fields(req) == ["request.transcript.timing.max_stretch_ratio"]
 
 
-def test_stretch_limit_is_the_timing_engines() -> None:
-    from gateway import validation
-    from worker import timing
-
-    assert validation.MAX_STRETCH_RATIO == timing.HARD_MAX_STRETCH
-
-
 @pytest.mark.parametrize("lufs", [0.0, -16.0, -23.0, -36.0, -14.0])
 def test_loudness_target_valid(lufs: float) -> None:
     req = transcript_request()
