@@ -21,7 +21,7 @@ from dubbing import artifacts, bus
 from dubbing.v1 import dubbing_pb2 as pb
 from worker.background import BackgroundFetcher
 from worker.providers import Provider
-from worker.transcript import Report, dub_transcript
+from worker.transcript import PROGRESS, Report, dub_transcript
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +81,7 @@ class TranscriptHandler:
             out = await dub_transcript(
                 request, self.provider, report, Path(tmp), fetcher=self._fetcher
             )
-            await report("uploading", 0.9)
+            await report("uploading", PROGRESS["uploading"])
             name = bus.result_object_name(run.job_id, run.attempt, run.run_id)
             stored = await artifacts.put(self._results, name, out.path)
         return Outcome(

@@ -25,7 +25,7 @@ from worker.assembly import Samples
 from worker.background import BackgroundFetcher, BackgroundUnavailable
 from worker.loudness import DEFAULT_LOUDNESS_LUFS, LoudnessMeter
 from worker.mixdown import PcmFile
-from worker.providers import Gender, Provider, SynthesisRequest
+from worker.providers import Capabilities, Gender, Provider, SynthesisRequest
 
 DEFAULT_SAMPLE_RATE = 24_000
 _REMEDIES = {
@@ -122,64 +122,121 @@ def _under_the_speech(
     return mixdown.Background(pcm, options.gain_db, envelope)
 
 
-async def dub_transcript(
-    request: pb.DubRequest,
+# Where each stage of a transcript job starts on the job's 0..1 progress (synthesis
+# fills the span up to mixing: it is most of the work).
+PROGRESS: dict[str, float] = {
+    "synthesizing": 0.0,
+    "mixing": 0.85,
+    "uploading": 0.9,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Everything a transcript job's request decides, before any work is done."""
+
+    windows: list[timing.Window]
+    language: str
+    gender: Gender
+    voice_id: str
+    # The caller's base rate, within the provider's range: the engine works in rates
+    # relative to it, so its "1.0" is what the caller asked for.
+    base_speed: float
+    min_speed: float
+    max_speed: float
+    policy: timing.FitPolicy
+    fmt: str
+    sample_rate: int
+    loudness_lufs: float
+    channels: int  # 0: follow the background
+    background: pb.BackgroundAudio | None
+
+
+def plan(request: pb.DubRequest, caps: Capabilities) -> Plan:
+    """The job's plan: pure, from the request and what the provider can do."""
+    work = request.transcript
+    voice = work.voice
+    base_speed = voice.settings.speed if voice.settings.HasField("speed") else 1.0
+    base_speed = min(caps.max_speed, max(caps.min_speed, base_speed))
+    return Plan(
+        windows=[
+            timing.Window(i, seconds(s.start), seconds(s.end), s.text, s.speaker)
+            for i, s in enumerate(work.transcript.segments)
+        ],
+        language=request.target_language,
+        gender=Gender(NAME_BY_GENDER.get(voice.gender, Gender.FEMALE.value)),
+        voice_id=voice.voice_id,
+        base_speed=base_speed,
+        min_speed=caps.min_speed / base_speed,
+        max_speed=caps.max_speed / base_speed,
+        policy=policy_for(work.timing),
+        fmt=NAME_BY_FORMAT.get(work.output.format, "wav"),
+        sample_rate=work.output.sample_rate_hz or DEFAULT_SAMPLE_RATE,
+        loudness_lufs=work.output.loudness_lufs or DEFAULT_LOUDNESS_LUFS,
+        channels=work.output.channels,
+        background=work.background if work.HasField("background") else None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """The speech, fitted and placed on a track on disk, and the background beside it."""
+
+    dub: PcmFile
+    meter: LoudnessMeter
+    fitted: list[tuple[list[timing.SegmentTiming], float]]
+    speech: list[tuple[float, float]]  # where each utterance's speech really is
+    speech_seconds: float
+    characters: int
+    background: PcmFile | None
+    background_dual_mono: bool
+
+
+async def synthesize_and_place(
+    job: Plan,
     provider: Provider,
     report: Report,
     workdir: Path,
     *,
     fetcher: BackgroundFetcher | None = None,
-) -> DubbedAudio:
-    """Dub a transcript job into an encoded file in `workdir` (which the caller owns
-    and removes). Memory stays bounded whatever the programme's length: clips stream
-    onto a track on disk, and `worker.mixdown` mixes, normalises and encodes it."""
-    work = request.transcript
-    segments = list(work.transcript.segments)
-    caps = provider.capabilities
-    voice = work.voice
-    gender = Gender(NAME_BY_GENDER.get(voice.gender, Gender.FEMALE.value))
-    # The caller's base rate: the engine works in rates relative to it, so its
-    # "1.0" is what the caller asked for and its speed-ups start from there.
-    base_speed = voice.settings.speed if voice.settings.HasField("speed") else 1.0
-    base_speed = min(caps.max_speed, max(caps.min_speed, base_speed))
-    fmt = NAME_BY_FORMAT.get(work.output.format, "wav")
-    rate = work.output.sample_rate_hz or DEFAULT_SAMPLE_RATE
-    windows = [
-        timing.Window(i, seconds(s.start), seconds(s.end), s.text, s.speaker)
-        for i, s in enumerate(segments)
-    ]
+) -> Placed:
+    """Synthesize every window, fit it (``worker.timing``) and place it on the dub
+    track, while the background is fetched and decoded beside it."""
+    rate = job.sample_rate
     characters = 0
     takes = 0
+    span = PROGRESS["mixing"] - PROGRESS["synthesizing"]
 
     async def synthesize(text: str, speed: float) -> tuple[npt.NDArray[np.float32], int]:
         nonlocal characters, takes
         speech = await provider.synthesize(
             SynthesisRequest(
                 text=text,
-                language=request.target_language,
-                gender=gender,
-                voice_id=voice.voice_id,
-                speed=speed * base_speed,
+                language=job.language,
+                gender=job.gender,
+                voice_id=job.voice_id,
+                speed=speed * job.base_speed,
             )
         )
         characters += speech.characters
         takes += 1
         # Re-takes at another rate make this an estimate; it only feeds progress.
-        await report("synthesizing", 0.8 * min(1.0, takes / len(windows)))
+        done = min(1.0, takes / len(job.windows))
+        await report("synthesizing", PROGRESS["synthesizing"] + span * done)
         return speech.samples, speech.sample_rate
 
     # The background is fetched and decoded (ffmpeg, another core) while the
     # speech is synthesized and fitted.
     bg_task: asyncio.Task[tuple[PcmFile, bool]] | None = None
-    if work.HasField("background"):
+    if job.background is not None:
         if fetcher is None:
             raise BackgroundUnavailable(
                 "this worker cannot fetch background audio", reason=Reason.BACKGROUND_UNAVAILABLE
             )
         # Stereo unless the caller asked for mono; channels=0 settles it once decoded.
-        bg_channels = 1 if work.output.channels == 1 else 2
+        bg_channels = 1 if job.channels == 1 else 2
         bg_task = asyncio.create_task(
-            _prepare_background(fetcher, work.background, workdir, rate, bg_channels)
+            _prepare_background(fetcher, job.background, workdir, rate, bg_channels)
         )
 
     dub = PcmFile(workdir / "dub.f32", rate)
@@ -194,12 +251,12 @@ async def dub_transcript(
     speech: list[tuple[float, float]] = []
     try:
         async for unit in timing.fit_stream(
-            windows,
+            job.windows,
             synthesize,
             sample_rate=rate,
-            min_speed=caps.min_speed / base_speed,
-            max_speed=caps.max_speed / base_speed,
-            policy=policy_for(work.timing),
+            min_speed=job.min_speed,
+            max_speed=job.max_speed,
+            policy=job.policy,
         ):
             # Off the event loop: the meter filters every sample placed.
             await asyncio.to_thread(writer.add, unit.clip.start, unit.clip.samples)
@@ -207,7 +264,7 @@ async def dub_transcript(
             # Where the utterance's speech really is (its members share it).
             speech.append((unit.timings[0].speech_start, unit.timings[0].speech_end))
         background_pcm, bg_dual_mono = await bg_task if bg_task is not None else (None, True)
-        total = max(w.end for w in windows)
+        total = max(w.end for w in job.windows)
         if background_pcm is not None:
             total = max(total, background_pcm.seconds)
         placement = await asyncio.to_thread(writer.close, total)
@@ -218,38 +275,69 @@ async def dub_transcript(
             bg_task.cancel()
             await asyncio.gather(bg_task, return_exceptions=True)
         dub.finish()
-
-    await report("mixing", 0.85)
-    channels = work.output.channels
-    if channels == 0:
-        channels = 1 if bg_dual_mono else 2
-    background = (
-        _under_the_speech(work.background, background_pcm, speech)
-        if background_pcm is not None
-        else None
+    return Placed(
+        dub=dub,
+        meter=meter,
+        fitted=fitted,
+        speech=speech,
+        speech_seconds=placement.speech_seconds,
+        characters=characters,
+        background=background_pcm,
+        background_dual_mono=bg_dual_mono,
     )
 
-    out_path = workdir / f"dub.{assembly.suffix_for(fmt)}"
+
+async def render(job: Plan, placed: Placed, report: Report, workdir: Path) -> DubbedAudio:
+    """Mix the background under the placed speech, bring it to the loudness target,
+    encode it (``worker.mixdown``) and report how each segment was fitted."""
+    await report("mixing", PROGRESS["mixing"])
+    channels = job.channels
+    if channels == 0:
+        channels = 1 if placed.background_dual_mono else 2
+    background = (
+        _under_the_speech(job.background, placed.background, placed.speech)
+        if job.background is not None and placed.background is not None
+        else None
+    )
+    out_path = workdir / f"dub.{assembly.suffix_for(job.fmt)}"
     loudness = await mixdown.render(
-        dub,
-        meter,
-        target_lufs=work.output.loudness_lufs or DEFAULT_LOUDNESS_LUFS,
+        placed.dub,
+        placed.meter,
+        target_lufs=job.loudness_lufs,
         out_path=out_path,
-        fmt=fmt,
-        out_sample_rate=rate,
+        fmt=job.fmt,
+        out_sample_rate=job.sample_rate,
         background=background,
         channels=channels,
     )
-    timings = [t for ts, _ in fitted for t in ts]
-    report_pb = timing_report(timings, timing.summarize(fitted), base_speed)
+    timings = [t for ts, _ in placed.fitted for t in ts]
+    report_pb = timing_report(timings, timing.summarize(placed.fitted), job.base_speed)
+    samples = max(placed.dub.samples, placed.background.samples if placed.background else 0)
     return DubbedAudio(
         path=out_path,
-        format=fmt,
-        sample_rate_hz=rate,
-        duration_seconds=max(dub.samples, background_pcm.samples if background_pcm else 0) / rate,
-        generated_audio_seconds=placement.speech_seconds,
-        characters=characters,
+        format=job.fmt,
+        sample_rate_hz=job.sample_rate,
+        duration_seconds=samples / job.sample_rate,
+        generated_audio_seconds=placed.speech_seconds,
+        characters=placed.characters,
         timing=base64.b64encode(report_pb.SerializeToString()).decode(),
         loudness_lufs=loudness.after,
         channels=channels,
     )
+
+
+async def dub_transcript(
+    request: pb.DubRequest,
+    provider: Provider,
+    report: Report,
+    workdir: Path,
+    *,
+    fetcher: BackgroundFetcher | None = None,
+) -> DubbedAudio:
+    """Dub a transcript job into an encoded file in `workdir` (which the caller owns
+    and removes): :func:`plan`, :func:`synthesize_and_place`, :func:`render`. Memory
+    stays bounded whatever the programme's length: clips stream onto a track on disk,
+    and `worker.mixdown` mixes, normalises and encodes it."""
+    job = plan(request, provider.capabilities)
+    placed = await synthesize_and_place(job, provider, report, workdir, fetcher=fetcher)
+    return await render(job, placed, report, workdir)
