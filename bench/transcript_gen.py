@@ -330,7 +330,7 @@ def dub_request(lines: Sequence[Line], *, request_id: str = "") -> pb.DubRequest
         target_language="fr",
         provider="local",
         transcript=pb.TranscriptDubbing(
-            transcript=pb.Transcript(
+            script=pb.Transcript(
                 segments=[
                     pb.Segment(
                         start=duration(x.start), end=duration(x.end), text=x.text, speaker=x.speaker

@@ -45,7 +45,7 @@ def transcript_request(
         target_language=language,
         provider=provider,
         transcript=pb.TranscriptDubbing(
-            transcript=pb.Transcript(segments=segments),
+            script=pb.Transcript(segments=segments),
             voice=pb.Voice(gender=gender),  # type: ignore[arg-type]
             output=pb.OutputOptions(format=output_format, sample_rate_hz=sample_rate),  # type: ignore[arg-type]
         ),

@@ -72,7 +72,7 @@ def expand(request: pb.DubRequest) -> tuple[pb.DubRequest, list[str]]:
     expanded = pb.DubRequest()
     expanded.CopyFrom(request)
     # Setting `transcript` clears `file`: they are one oneof.
-    expanded.transcript.transcript.CopyFrom(
+    expanded.transcript.script.CopyFrom(
         pb.Transcript(
             segments=[
                 pb.Segment(

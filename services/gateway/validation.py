@@ -5,7 +5,7 @@ serves the provider, the language or media dubbing is decided elsewhere at run t
 (FAILED_PRECONDITION), and URLs are not fetched here. It collects every violation,
 not just the first, as ``(field path, description)`` pairs whose paths follow
 AIP-193 relative to ``SubmitDubRequest``, e.g.
-``request.transcript.transcript.segments[3].end``. Map entries use the AIP-161
+``request.transcript.script.segments[3].end``. Map entries use the AIP-161
 form ``request.labels.key`` (backticks around keys that are not identifiers). At
 most :data:`MAX_VIOLATIONS` pairs are returned: when more were found, the last one
 says how many were left out (field ``request``).
@@ -416,7 +416,7 @@ def _fmt_seconds(nanos: int) -> str:
 
 def _check_transcript_dubbing(work: pb.TranscriptDubbing, limits: Limits, out: _Violations) -> None:
     base = "request.transcript"
-    _check_segments(work.transcript.segments, limits, out)
+    _check_segments(work.script.segments, limits, out)
     if work.HasField("voice"):
         _check_voice(work.voice, f"{base}.voice", out)
     ratio = work.timing.max_stretch_ratio
@@ -478,7 +478,7 @@ def _check_background(bg: pb.BackgroundAudio, base: str, out: _Violations) -> No
 
 
 def _check_segments(segments: Iterable[pb.Segment], limits: Limits, out: _Violations) -> None:
-    base = "request.transcript.transcript.segments"
+    base = "request.transcript.script.segments"
     segments = list(segments)
     if not segments:
         out.add(base, "at least one segment is required")

@@ -161,7 +161,7 @@ def plan(request: pb.DubRequest, caps: Capabilities) -> Plan:
     return Plan(
         windows=[
             timing.Window(i, seconds(s.start), seconds(s.end), s.text, s.speaker)
-            for i, s in enumerate(work.transcript.segments)
+            for i, s in enumerate(work.script.segments)
         ],
         language=request.target_language,
         gender=Gender(NAME_BY_GENDER.get(voice.gender, Gender.FEMALE.value)),

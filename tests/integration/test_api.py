@@ -92,7 +92,7 @@ async def test_transcript_job_end_to_end(stub: pb_grpc.DubbingServiceAsyncStub) 
     assert result.size_bytes == len(data) and result.format == pb.AUDIO_FORMAT_WAV
     audio, rate = read_wav(data)
     assert rate == 22050 == result.sample_rate_hz
-    segments = request.transcript.transcript.segments
+    segments = request.transcript.script.segments
     last_end = segments[-1].end.ToNanoseconds() / 1e9
     assert len(audio) / rate >= last_end
 
@@ -182,7 +182,7 @@ def _with_segments(*segs: pb.Segment) -> pb.DubRequest:
     return transcript_request(list(segs))
 
 
-SEGMENTS = "request.transcript.transcript.segments"
+SEGMENTS = "request.transcript.script.segments"
 
 INVALID_REQUESTS = {
     "no_work": (pb.DubRequest(target_language="fr"), "request.work"),
@@ -440,8 +440,8 @@ async def test_transcript_file_through_the_api(stub: pb_grpc.DubbingServiceAsync
         "line 2: trimmed end from 00:00:03.000 to 00:00:02.800 to avoid overlapping line 6"
     ]
     stored = first.job.request.transcript
-    assert stored.WhichOneof("source") == "transcript"  # workers get segments, not the file
-    assert [s.text for s in stored.transcript.segments] == ["Bonjour à tous.", "Merci d'être là."]
+    assert stored.WhichOneof("source") == "script"  # workers get segments, not the file
+    assert [s.text for s in stored.script.segments] == ["Bonjour à tous.", "Merci d'être là."]
     # A retry sends the same file: the same job.
     again: pb.SubmitDubResponse = await stub.SubmitDub(pb.SubmitDubRequest(request=request))
     assert not again.created and again.job.id == first.job.id

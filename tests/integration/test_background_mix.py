@@ -57,7 +57,7 @@ def request_with(background: pb.BackgroundAudio) -> pb.DubRequest:
         target_language="fr",
         provider="local",
         transcript=pb.TranscriptDubbing(
-            transcript=pb.Transcript(
+            script=pb.Transcript(
                 segments=[
                     segment(1.0, 3.5, "Bonjour et bienvenue dans notre studio."),
                     segment(5.5, 7.5, "Merci beaucoup."),

@@ -21,7 +21,7 @@ from tests.helpers import RichError, rich_error, segment, transcript_request
 
 SERVICE = "/dubbing.v1.DubbingService"
 FILE = "request.transcript.file"
-TEXT = "request.transcript.transcript.segments[0].text"
+TEXT = "request.transcript.script.segments[0].text"
 
 
 async def refused(call: Awaitable[Any] | AsyncIterable[Any]) -> RichError:
@@ -272,6 +272,6 @@ async def test_a_list_page_stays_under_a_default_clients_4_mib_in_either_view(
             break
     assert [j.id for j in full[: len(ours)]] == ours  # cut by bytes, continued by token
     assert pages[0] < len(ours)
-    assert all(len(j.request.transcript.transcript.segments) == 5000 for j in full[: len(ours)])
+    assert all(len(j.request.transcript.script.segments) == 5000 for j in full[: len(ours)])
     got = await stub.GetJob(pb.GetJobRequest(job_id=ours[0]))
     assert got.job.request == full[0].request

@@ -80,15 +80,15 @@ async def test_a_large_request_is_delivered_and_the_job_behind_it_runs(
     assert cancelled.state == State.STATE_CANCELLED
     # The whole request came back as it was sent (a default client receives it).
     stored = (await stub.GetJob(pb.GetJobRequest(job_id=large.id))).job
-    assert len(stored.request.transcript.transcript.segments) == len(texts)
-    assert stored.request.transcript.transcript.segments[-1].text == texts[-1]
+    assert len(stored.request.transcript.script.segments) == len(texts)
+    assert stored.request.transcript.script.segments[-1].text == texts[-1]
 
 
 def at_size(target: int) -> pb.DubRequest:
     """A valid request of exactly `target` serialized bytes: long speaker names of
     four-byte characters on 5,000 segments, then the last one trimmed to fit."""
     request = transcript_of(["𝄞" * 99] * 5_000, window=4.0, speaker="𝄞" * 128)
-    segments = request.transcript.transcript.segments
+    segments = request.transcript.script.segments
     for i in reversed(range(len(segments))):
         excess = request.ByteSize() - target
         if excess <= 0:

@@ -124,7 +124,7 @@ def make_job(
         target_language="fr",
         provider="local",
         transcript=pb.TranscriptDubbing(
-            transcript=pb.Transcript(segments=[pb.Segment(text="Bonjour", speaker="A")])
+            script=pb.Transcript(segments=[pb.Segment(text="Bonjour", speaker="A")])
         ),
     )
     job = jobstate.new_job(job_id or new_job_id(), request, time.time() if now is None else now)

@@ -56,7 +56,7 @@ FILE = st.builds(
 
 def _transcript(source: pb.Transcript | pb.TranscriptFile) -> pb.TranscriptDubbing:
     if isinstance(source, pb.Transcript):
-        return pb.TranscriptDubbing(transcript=source)
+        return pb.TranscriptDubbing(script=source)
     return pb.TranscriptDubbing(file=source)
 
 

@@ -358,7 +358,7 @@ def submit(
         _render.print_message_error(str(exc))
         raise typer.Exit(EXIT_INVALID) from None
 
-    work = pb.TranscriptDubbing(transcript=transcript)
+    work = pb.TranscriptDubbing(script=transcript)
     if gender is not None or voice_id:
         work.voice.CopyFrom(
             pb.Voice(

@@ -185,7 +185,7 @@ def job_lines(job: pb.Job) -> list[str]:
     if req.labels:
         rows.append(("labels", ", ".join(f"{k}={v}" for k, v in sorted(req.labels.items()))))
     if req.HasField("transcript"):
-        rows.append(("segments", str(len(req.transcript.transcript.segments))))
+        rows.append(("segments", str(len(req.transcript.script.segments))))
     if job.state == pb.Job.State.STATE_SUCCEEDED:
         r = job.result
         rows += [

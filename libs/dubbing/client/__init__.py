@@ -10,7 +10,7 @@
             pb.DubRequest(
                 target_language="fr",
                 provider="local",
-                transcript=pb.TranscriptDubbing(transcript=load_transcript("talk.json")),
+                transcript=pb.TranscriptDubbing(script=load_transcript("talk.json")),
             )
         )
         async for change in client.watch(job.id):

@@ -506,14 +506,14 @@ Global___BackgroundAudio: _TypeAlias = BackgroundAudio  # noqa: Y015
 class TranscriptDubbing(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    TRANSCRIPT_FIELD_NUMBER: _builtins.int
+    SCRIPT_FIELD_NUMBER: _builtins.int
     FILE_FIELD_NUMBER: _builtins.int
     VOICE_FIELD_NUMBER: _builtins.int
     TIMING_FIELD_NUMBER: _builtins.int
     OUTPUT_FIELD_NUMBER: _builtins.int
     BACKGROUND_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def transcript(self) -> Global___Transcript: ...
+    def script(self) -> Global___Transcript: ...
     @_builtins.property
     def file(self) -> Global___TranscriptFile: ...
     @_builtins.property
@@ -529,18 +529,18 @@ class TranscriptDubbing(_message.Message):
     def __init__(
         self,
         *,
-        transcript: Global___Transcript | None = ...,
+        script: Global___Transcript | None = ...,
         file: Global___TranscriptFile | None = ...,
         voice: Global___Voice | None = ...,
         timing: Global___TimingOptions | None = ...,
         output: Global___OutputOptions | None = ...,
         background: Global___BackgroundAudio | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["background", b"background", "file", b"file", "output", b"output", "source", b"source", "timing", b"timing", "transcript", b"transcript", "voice", b"voice"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["background", b"background", "file", b"file", "output", b"output", "script", b"script", "source", b"source", "timing", b"timing", "voice", b"voice"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["background", b"background", "file", b"file", "output", b"output", "source", b"source", "timing", b"timing", "transcript", b"transcript", "voice", b"voice"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["background", b"background", "file", b"file", "output", b"output", "script", b"script", "source", b"source", "timing", b"timing", "voice", b"voice"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_source: _TypeAlias = _typing.Literal["transcript", "file"]  # noqa: Y015
+    _WhichOneofReturnType_source: _TypeAlias = _typing.Literal["script", "file"]  # noqa: Y015
     _WhichOneofArgType_source: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_source) -> _WhichOneofReturnType_source | None: ...
 

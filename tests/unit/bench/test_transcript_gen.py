@@ -18,7 +18,7 @@ def test_default_request_passes_the_gateways_validation() -> None:
     assert request.provider == "local" and request.target_language == "fr"
     assert request.transcript.output.format == pb.AUDIO_FORMAT_MP3
     assert request.transcript.output.sample_rate_hz == 24_000
-    assert len(request.transcript.transcript.segments) == 1500
+    assert len(request.transcript.script.segments) == 1500
 
 
 def test_three_hour_request_passes_the_gateways_validation() -> None:

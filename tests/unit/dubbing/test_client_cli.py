@@ -56,7 +56,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 FAST = RetryPolicy(max_attempts=3, initial_backoff=0.0, max_backoff=0.0, reconnect_timeout=5.0)
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "transcript.json"
-BAD_SEGMENT = ("request.transcript.transcript.segments[2].end", "must be after start")
+BAD_SEGMENT = ("request.transcript.script.segments[2].end", "must be after start")
 
 
 def rich(
@@ -360,7 +360,7 @@ def dub_request(target: str = "fr", request_id: str = "") -> pb.DubRequest:
         request_id=request_id,
         target_language=target,
         provider="local",
-        transcript=pb.TranscriptDubbing(transcript=load_transcript(EXAMPLE)),
+        transcript=pb.TranscriptDubbing(script=load_transcript(EXAMPLE)),
     )
 
 
@@ -829,7 +829,7 @@ def test_cli_invalid_argument_exits_2_with_the_fields(cli: CliRunner, gateway: s
     assert result.stdout == ""
     lines = result.stderr.splitlines()
     assert lines[0] == "error: INVALID_ARGUMENT (INVALID_ARGUMENT): the request is invalid"
-    assert "  request.transcript.transcript.segments[2].end: must be after start" in lines
+    assert "  request.transcript.script.segments[2].end: must be after start" in lines
     assert "Traceback" not in result.output
 
 
@@ -918,7 +918,7 @@ def test_cli_submit_srt_prints_notes_as_warnings(
         f"warning: {path}: line 2: trimmed end from 00:00:03.000 to 00:00:02.500 "
         "to avoid overlapping line 6"
     ) in result.stderr
-    sent = fake.submits[0].transcript.transcript
+    sent = fake.submits[0].transcript.script
     assert [(s.text, s.end.ToMilliseconds()) for s in sent.segments] == [
         ("Bonjour", 2500),
         ("Déjà été", 4000),
@@ -941,7 +941,7 @@ def test_cli_submit_csv_fps_and_line_errors(
 
     result = cli.invoke(app, [*base, "--csv-fps", "24"])
     assert result.exit_code == 0, result.output
-    (segment,) = fake.submits[0].transcript.transcript.segments
+    (segment,) = fake.submits[0].transcript.script.segments
     assert (segment.text, segment.speaker, segment.end.ToMilliseconds()) == (
         "Bonjour",
         "Adam",

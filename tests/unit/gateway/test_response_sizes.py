@@ -43,7 +43,7 @@ def documented_maxima() -> pb.DubRequest:
     request = pb.DubRequest(
         request_id="r" * 128,
         target_language="fr",
-        transcript=pb.TranscriptDubbing(transcript=pb.Transcript(segments=segments)),
+        transcript=pb.TranscriptDubbing(script=pb.Transcript(segments=segments)),
     )
     for i in range(64):
         request.labels[f"k{i:02d}" + "a" * 60] = WIDE * 256
@@ -54,7 +54,7 @@ def at_the_size_limit() -> pb.DubRequest:
     """The documented maxima with speakers shortened until the request is just within the
     size limit: the largest request the gateway accepts."""
     request = documented_maxima()
-    segments = request.transcript.transcript.segments
+    segments = request.transcript.script.segments
     for seg in segments:
         seg.speaker = ""
     wide = (MAX_REQUEST_BYTES - request.ByteSize()) // (SEGMENTS * len(WIDE.encode()))

@@ -22,7 +22,7 @@ def with_file(file: pb.TranscriptFile) -> pb.DubRequest:
 def test_segments_pass_through_untouched() -> None:
     request = pb.DubRequest(
         target_language="fr",
-        transcript=pb.TranscriptDubbing(transcript=pb.Transcript(segments=[pb.Segment(text="a")])),
+        transcript=pb.TranscriptDubbing(script=pb.Transcript(segments=[pb.Segment(text="a")])),
     )
     assert expand(request) == (request, [])
 
@@ -32,10 +32,10 @@ def test_a_file_becomes_segments_with_warnings(encoding: str) -> None:
     request = with_file(pb.TranscriptFile(content=SRT.encode(encoding), filename="talk.SRT"))
     request.transcript.voice.gender = pb.GENDER_MALE
     expanded, warnings = expand(request)
-    assert expanded.transcript.WhichOneof("source") == "transcript"
+    assert expanded.transcript.WhichOneof("source") == "script"
     segments = [
         (s.start.ToNanoseconds(), s.end.ToNanoseconds(), s.text)
-        for s in expanded.transcript.transcript.segments
+        for s in expanded.transcript.script.segments
     ]
     assert segments == [
         (1_000_000_000, 2_500_000_000, "Ça a déjà été fait."),
@@ -59,7 +59,7 @@ def test_csv_frame_rate_is_passed_on() -> None:
     expanded, _ = expand(
         with_file(pb.TranscriptFile(content=csv.encode(), format="csv", csv_fps=24))
     )
-    (segment,) = expanded.transcript.transcript.segments
+    (segment,) = expanded.transcript.script.segments
     assert (segment.start.ToNanoseconds(), segment.text) == (1_500_000_000, "Salut")
 
 
@@ -119,7 +119,7 @@ def test_warnings_are_capped() -> None:
     )
     srt = empty + "999\n00:01:00,000 --> 00:01:02,000\nBonjour\n"
     expanded, warnings = expand(with_file(pb.TranscriptFile(content=srt.encode(), format="srt")))
-    assert len(expanded.transcript.transcript.segments) == 1
+    assert len(expanded.transcript.script.segments) == 1
     assert len(warnings) == transcript_files.MAX_WARNINGS
     assert (
         warnings[-1] == f"... and {300 - transcript_files.MAX_WARNINGS + 1} more changes like these"

@@ -20,7 +20,7 @@ from gateway.validation import (
     validate_submit_request,
 )
 
-SEGMENTS = "request.transcript.transcript.segments"
+SEGMENTS = "request.transcript.script.segments"
 VOICE = "request.transcript.voice"
 SETTINGS = "request.transcript.voice.settings"
 MEDIA = "request.media"
@@ -46,7 +46,7 @@ def transcript_request() -> pb.DubRequest:
         source_language="en",
         provider="minimax",
         transcript=pb.TranscriptDubbing(
-            transcript=pb.Transcript(
+            script=pb.Transcript(
                 segments=[segment(0.0, 1.5), segment(1.5, 3.0), segment(4.25, 6.0)]
             ),
             voice=pb.Voice(
@@ -117,7 +117,7 @@ def test_full_media_request_is_valid() -> None:
 
 def test_minimal_requests_are_valid() -> None:
     minimal_transcript = pb.DubRequest(target_language="de")
-    minimal_transcript.transcript.transcript.segments.append(segment(0, 1, "Hallo"))
+    minimal_transcript.transcript.script.segments.append(segment(0, 1, "Hallo"))
     minimal_media = pb.DubRequest(
         target_language="de", media=pb.MediaDubbing(source_url="https://x.example/a.mp3")
     )
@@ -252,8 +252,8 @@ def test_unknown_provider(provider: str) -> None:
 
 def with_segments(*segments: pb.Segment) -> pb.DubRequest:
     req = transcript_request()
-    del req.transcript.transcript.segments[:]
-    req.transcript.transcript.segments.extend(segments)
+    del req.transcript.script.segments[:]
+    req.transcript.script.segments.extend(segments)
     return req
 
 
@@ -795,7 +795,7 @@ def test_all_violations_are_collected() -> None:
     req = transcript_request()
     req.target_language = "fr_FR"
     req.provider = "acme"
-    req.transcript.transcript.segments[1].text = ""
+    req.transcript.script.segments[1].text = ""
     req.transcript.voice.settings.pitch = 20
     req.transcript.output.sample_rate_hz = 11025
     req.auto_delete_after_hours = -5
@@ -863,7 +863,7 @@ def _set_request_id(r: pb.DubRequest) -> None:
 
 
 def _move_segment(r: pb.DubRequest) -> None:
-    r.transcript.transcript.segments[0].end.nanos += 1
+    r.transcript.script.segments[0].end.nanos += 1
 
 
 def _explicit_default(r: pb.DubRequest) -> None:
