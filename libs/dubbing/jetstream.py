@@ -207,27 +207,30 @@ async def cancelled_kv(js: JetStreamContext, *, replicas: int = 1) -> KeyValue:
     )
 
 
-async def results_store(js: JetStreamContext, *, replicas: int = 1) -> ObjectStore:
+async def _object_store(
+    js: JetStreamContext, bucket: str, *, replicas: int, max_age_seconds: float | None = None
+) -> ObjectStore:
+    """The bucket, created (file storage) when missing; `max_age_seconds` only applies then."""
     try:
-        return await js.object_store(bus.RESULTS_BUCKET)
+        return await js.object_store(bucket)
     except (NotFoundError, BadRequestError):
         return await js.create_object_store(
-            bus.RESULTS_BUCKET,
-            config=ObjectStoreConfig(storage=StorageType.FILE, replicas=replicas),
+            bucket,
+            config=ObjectStoreConfig(
+                storage=StorageType.FILE, replicas=replicas, ttl=max_age_seconds
+            ),
         )
+
+
+async def results_store(js: JetStreamContext, *, replicas: int = 1) -> ObjectStore:
+    return await _object_store(js, bus.RESULTS_BUCKET, replicas=replicas)
 
 
 async def requests_store(js: JetStreamContext, *, replicas: int = 1) -> ObjectStore:
     """Requests too large to travel inside their job message (see ``bus.JobMessage``)."""
-    try:
-        return await js.object_store(bus.REQUESTS_BUCKET)
-    except (NotFoundError, BadRequestError):
-        return await js.create_object_store(
-            bus.REQUESTS_BUCKET,
-            config=ObjectStoreConfig(
-                storage=StorageType.FILE, replicas=replicas, ttl=REQUESTS_MAX_AGE_SECONDS
-            ),
-        )
+    return await _object_store(
+        js, bus.REQUESTS_BUCKET, replicas=replicas, max_age_seconds=REQUESTS_MAX_AGE_SECONDS
+    )
 
 
 async def assets_store(
@@ -235,15 +238,9 @@ async def assets_store(
 ) -> ObjectStore:
     """Uploaded files. The bucket's max age is set when it is created; changing it
     later needs a stream update (nats stream edit OBJ_dubbing_assets)."""
-    try:
-        return await js.object_store(bus.ASSETS_BUCKET)
-    except (NotFoundError, BadRequestError):
-        return await js.create_object_store(
-            bus.ASSETS_BUCKET,
-            config=ObjectStoreConfig(
-                storage=StorageType.FILE, replicas=replicas, ttl=max_age_seconds
-            ),
-        )
+    return await _object_store(
+        js, bus.ASSETS_BUCKET, replicas=replicas, max_age_seconds=max_age_seconds
+    )
 
 
 async def converge_assets_max_age(js: JetStreamContext, max_age_seconds: float) -> None:
