@@ -75,7 +75,6 @@ async def run_gateway(settings: GatewaySettings, stop: asyncio.Event) -> None:
 
     servicer = DubbingServicer(
         store=store,
-        relay=relay,
         hub=hub,
         registry=registry,
         nc=nc,

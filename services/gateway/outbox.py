@@ -65,10 +65,6 @@ class OutboxRelay:
         self._refused: dict[int, tuple[float, int, float]] = {}
         self._refused_for = refused_for_seconds
 
-    def poke(self) -> None:
-        """Something was committed: publish now rather than at the next idle tick."""
-        self._wake.set()
-
     async def run(self) -> None:
         backoff = 0.1
         while True:

@@ -25,7 +25,6 @@ from dubbing.logging import get_logger
 from dubbing.v1 import dubbing_pb2 as pb
 from dubbing.v1 import dubbing_pb2_grpc as pb_grpc
 from gateway import assets, pagination, rpc_errors, transcript_files
-from gateway.outbox import OutboxRelay
 from gateway.registry import WorkerRegistry
 from gateway.store import (
     Cursor,
@@ -123,7 +122,6 @@ class DubbingServicer(pb_grpc.DubbingServiceServicer):
         self,
         *,
         store: JobStore,
-        relay: OutboxRelay,
         hub: WatchHub,
         registry: WorkerRegistry,
         nc: NATS,
@@ -135,7 +133,6 @@ class DubbingServicer(pb_grpc.DubbingServiceServicer):
         watch_poll_seconds: float,
     ) -> None:
         self._store = store
-        self._relay = relay
         self._hub = hub
         self._registry = registry
         self._nc = nc
@@ -216,8 +213,7 @@ class DubbingServicer(pb_grpc.DubbingServiceServicer):
                 field_violations=[("request.request_id", "already used with different parameters")],
             )
         structlog.contextvars.bind_contextvars(job_id=job.id)
-        if created:
-            self._relay.poke()
+        if created:  # the store's commit has woken the outbox relay
             log.info("job_accepted", provider=provider, kind=kind.value)
         return pb.SubmitDubResponse(job=job, created=created, warnings=warnings)
 

@@ -23,9 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import nats.errors
 import structlog
@@ -71,7 +70,6 @@ class _InFlight:
     job_id: str
     run_id: str
     stop: Stop | None = None
-    started: float = field(default_factory=time.monotonic)
 
 
 class Delivery:
